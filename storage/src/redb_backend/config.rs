@@ -1,0 +1,198 @@
+//! [`RedbConfig`]: the validated configuration of [`RedbStorage`](super::RedbStorage).
+//!
+//! Built with [`RedbConfig::builder`]; [`RedbConfigBuilder::build`] checks
+//! every value, so a `RedbConfig` that exists is valid. No I/O here.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Default most batches one group commit applies.
+pub const GROUP_COMMIT_BATCHES_MAX_DEFAULT: usize = 1024;
+/// Default most payload bytes one group commit applies (soft: a group always
+/// takes at least one batch).
+pub const GROUP_COMMIT_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+/// Default most commits queued for the writer before callers wait.
+pub const QUEUE_CAPACITY_DEFAULT: usize = 4096;
+/// Default redb page cache size.
+pub const CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+
+/// Configuration of a [`RedbStorage`](super::RedbStorage).
+///
+/// ```
+/// use shoal_storage::RedbConfig;
+///
+/// let config = RedbConfig::builder("/var/lib/shoal/data.redb")
+///     .group_commit_batches_max(256)
+///     .cache_bytes(16 << 20)
+///     .build()?;
+/// assert_eq!(config.group_commit_batches_max(), 256);
+/// assert!(RedbConfig::builder("x.redb").queue_capacity(0).build().is_err());
+/// # Ok::<(), shoal_storage::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedbConfig {
+    path: PathBuf,
+    create_if_missing: bool,
+    group_commit_batches_max: usize,
+    group_commit_bytes_max: usize,
+    queue_capacity: usize,
+    cache_bytes: usize,
+}
+
+impl RedbConfig {
+    /// A builder for a data file at `path`, with every other value at its default.
+    pub fn builder(path: impl Into<PathBuf>) -> RedbConfigBuilder {
+        RedbConfigBuilder {
+            config: RedbConfig {
+                path: path.into(),
+                create_if_missing: true,
+                group_commit_batches_max: GROUP_COMMIT_BATCHES_MAX_DEFAULT,
+                group_commit_bytes_max: GROUP_COMMIT_BYTES_MAX_DEFAULT,
+                queue_capacity: QUEUE_CAPACITY_DEFAULT,
+                cache_bytes: CACHE_BYTES_DEFAULT,
+            },
+        }
+    }
+
+    /// The data file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether opening creates a missing file (default `true`).
+    pub fn create_if_missing(&self) -> bool {
+        self.create_if_missing
+    }
+
+    /// Most batches applied in one write transaction.
+    pub fn group_commit_batches_max(&self) -> usize {
+        self.group_commit_batches_max
+    }
+
+    /// Most payload bytes applied in one write transaction (a group always
+    /// takes at least one batch, however large).
+    pub fn group_commit_bytes_max(&self) -> usize {
+        self.group_commit_bytes_max
+    }
+
+    /// Most commits waiting for the writer; further callers wait (backpressure).
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    /// redb page cache size in bytes.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_bytes
+    }
+}
+
+/// Builds a [`RedbConfig`]; see [`RedbConfig::builder`].
+#[derive(Clone, Debug)]
+pub struct RedbConfigBuilder {
+    config: RedbConfig,
+}
+
+impl RedbConfigBuilder {
+    /// Whether opening creates a missing file (default `true`).
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.config.create_if_missing = create;
+        self
+    }
+
+    /// Most batches applied in one write transaction (default
+    /// [`GROUP_COMMIT_BATCHES_MAX_DEFAULT`]; 1 disables group commit).
+    pub fn group_commit_batches_max(mut self, batches: usize) -> Self {
+        self.config.group_commit_batches_max = batches;
+        self
+    }
+
+    /// Most payload bytes applied in one write transaction (default
+    /// [`GROUP_COMMIT_BYTES_MAX_DEFAULT`]).
+    pub fn group_commit_bytes_max(mut self, bytes: usize) -> Self {
+        self.config.group_commit_bytes_max = bytes;
+        self
+    }
+
+    /// Most commits waiting for the writer (default [`QUEUE_CAPACITY_DEFAULT`]).
+    pub fn queue_capacity(mut self, commits: usize) -> Self {
+        self.config.queue_capacity = commits;
+        self
+    }
+
+    /// redb page cache size in bytes (default [`CACHE_BYTES_DEFAULT`]).
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.config.cache_bytes = bytes;
+        self
+    }
+
+    /// Validates and returns the configuration: the path must be non-empty
+    /// and not end in `..`, every limit must be at least 1.
+    pub fn build(self) -> Result<RedbConfig> {
+        let config = self.config;
+        let reject = |reason: String| Err(Error::Config { reason });
+        if config.path.as_os_str().is_empty() {
+            return reject("the data file path is empty".to_owned());
+        }
+        if config.path.file_name().is_none() {
+            return reject(format!(
+                "the data file path {} does not name a file",
+                config.path.display()
+            ));
+        }
+        for (name, value) in [
+            ("group_commit_batches_max", config.group_commit_batches_max),
+            ("group_commit_bytes_max", config.group_commit_bytes_max),
+            ("queue_capacity", config.queue_capacity),
+        ] {
+            if value == 0 {
+                return reject(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = RedbConfig::builder("data.redb").build().expect("valid");
+        assert_eq!(config.path(), Path::new("data.redb"));
+        assert!(config.create_if_missing());
+        assert_eq!(
+            config.group_commit_batches_max(),
+            GROUP_COMMIT_BATCHES_MAX_DEFAULT
+        );
+        assert_eq!(config.queue_capacity(), QUEUE_CAPACITY_DEFAULT);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_their_name() {
+        let error = RedbConfig::builder("").build().expect_err("empty path");
+        assert!(error.to_string().contains("empty"), "{error}");
+        let error = RedbConfig::builder("/tmp/..")
+            .build()
+            .expect_err("no file name");
+        assert!(
+            error.to_string().contains("does not name a file"),
+            "{error}"
+        );
+        let error = RedbConfig::builder("d.redb")
+            .group_commit_batches_max(0)
+            .build()
+            .expect_err("zero batches");
+        assert!(
+            error.to_string().contains("group_commit_batches_max"),
+            "{error}"
+        );
+        assert!(
+            RedbConfig::builder("d.redb")
+                .group_commit_bytes_max(0)
+                .build()
+                .is_err()
+        );
+    }
+}

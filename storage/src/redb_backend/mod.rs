@@ -1,0 +1,426 @@
+//! [`RedbStorage`]: the default backend, one redb data file with group commit.
+//!
+//! # On-disk layout (format version [`FORMAT_VERSION`])
+//! One redb file. Table `meta` (`&str` → bytes) holds `"magic"` =
+//! [`MAGIC`] and `"format_version"` = [`FORMAT_VERSION`] as a big-endian
+//! `u32`; a file whose version differs fails to open with
+//! [`Error::UnsupportedFormat`], one without them with [`Error::Corrupt`].
+//! Every other table maps byte keys to byte values, and every key starts
+//! with the shard as a big-endian `u32`, so each shard is one contiguous
+//! range per table. All integers are big-endian; `entity` is
+//! `shard u32 · type_len u8 · type · id_len u16 · id`.
+//!
+//! | table          | key                                              | value                            |
+//! |----------------|--------------------------------------------------|----------------------------------|
+//! | `shard_epochs` | shard u32                                        | epoch u64                        |
+//! | `state`        | entity                                           | state bytes                      |
+//! | `journal`      | entity · execution u128 · step u32               | entry bytes                      |
+//! | `messages`     | shard u32 · request u128                         | protobuf `shoal.storage.v1.Message`       |
+//! | `message_due`  | shard u32 · next_attempt_at_ms u64 · request u128 | empty (due-time index of `messages`) |
+//! | `replies`      | shard u32 · request u128                         | reply bytes                      |
+//! | `dead_letters` | shard u32 · request u128                         | protobuf `shoal.storage.v1.DeadLetter`    |
+//! | `timers`       | shard u32 · due_ms u64 · timer u128              | payload bytes                    |
+//! | `deferreds`    | entity · name_len u8 · name                      | protobuf `shoal.storage.v1.DeferredValue` |
+//!
+//! # Writes: group commit
+//! [`Storage::commit`] validates the batch on the caller's task, then queues
+//! it (bounded by [`RedbConfig::queue_capacity`]) for one writer thread,
+//! which applies everything queued in one write transaction with immediate
+//! durability and answers every caller after the commit returns. Concurrent
+//! callers therefore share one fsync; a lone caller pays one. Cancelling a
+//! `commit` future does not cancel its batch once queued.
+//!
+//! # Reads
+//! Reads open a redb read transaction (an MVCC snapshot: cheap, never
+//! blocked by the writer) and run inline on the calling task: point reads
+//! take microseconds and scans are bounded by their `limit`, so they are not
+//! moved to a blocking pool.
+//!
+//! Closing (or dropping the last handle) stops the writer after its queue
+//! and releases the file.
+
+mod config;
+mod file;
+mod kv;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::ReadableDatabase;
+use tokio::sync::{mpsc, oneshot};
+
+pub use self::config::{
+    CACHE_BYTES_DEFAULT, GROUP_COMMIT_BATCHES_MAX_DEFAULT, GROUP_COMMIT_BYTES_MAX_DEFAULT,
+    QUEUE_CAPACITY_DEFAULT, RedbConfig, RedbConfigBuilder,
+};
+use self::file::engine_error;
+pub use self::file::{FORMAT_VERSION, MAGIC};
+use self::kv::ReadKv;
+use self::writer::{Command, Writer};
+use crate::batch::{CommitOutcome, WriteBatch};
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+use crate::types::{
+    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, RequestId, ShardId,
+    ShardScope, Timer, Timestamp,
+};
+
+/// The redb backend: one data file, group commit, durable acknowledgements.
+///
+/// Cloning gives another handle to the same open file.
+///
+/// ```
+/// use bytes::Bytes;
+/// use shoal_storage::{EntityKey, Epoch, RedbConfig, RedbStorage, ShardId, Storage, WriteBatch};
+///
+/// # let dir = tempfile::tempdir()?;
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let config = RedbConfig::builder(dir.path().join("data.redb")).build()?;
+/// let storage = RedbStorage::open(config)?;
+///
+/// let key = EntityKey::new(ShardId::new(0), "Counter", "c1")?;
+/// let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+/// batch.put_state(&key, Bytes::from_static(b"\x2a"));
+/// storage.commit(batch).await?; // durable when this returns
+///
+/// assert_eq!(storage.load_state(&key).await?, Some(Bytes::from_static(b"\x2a")));
+/// storage.close().await?;
+/// # Ok::<(), shoal_storage::Error>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedbStorage {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    /// `None` once closed: the file is released when in-flight reads end.
+    db: RwLock<Option<Arc<redb::Database>>>,
+    /// `None` once closed: the writer drains its queue and stops.
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl RedbStorage {
+    /// Opens the data file (creating it if missing and allowed), checks its
+    /// format, and starts the writer thread.
+    ///
+    /// Blocking: it does file I/O and, after a crash, redb's repair. Call it
+    /// before starting the runtime or through `spawn_blocking`.
+    ///
+    /// Errors name the path: [`Error::Corrupt`] for garbage, a truncated or
+    /// foreign file, [`Error::UnsupportedFormat`] for another format
+    /// version, [`Error::Locked`] if the file is already open,
+    /// [`Error::Io`] for I/O failures.
+    pub fn open(config: RedbConfig) -> Result<Self> {
+        let db = Arc::new(file::open(&config)?);
+        let (sender, commands) = mpsc::channel(config.queue_capacity());
+        let writer = Writer {
+            db: Arc::clone(&db),
+            commands,
+            batches_max: config.group_commit_batches_max(),
+            bytes_max: config.group_commit_bytes_max(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("shoal-storage-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|source| Error::Io {
+                path: config.path().to_owned(),
+                source,
+            })?;
+        tracing::debug!(path = %config.path().display(), "storage opened");
+        Ok(RedbStorage {
+            shared: Arc::new(Shared {
+                path: config.path().to_owned(),
+                db: RwLock::new(Some(db)),
+                commands: Mutex::new(Some(sender)),
+                writer: Mutex::new(Some(handle)),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The data file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    fn snapshot(&self) -> Result<ReadKv> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let db = self
+            .shared
+            .db
+            .read()
+            .map_err(|_| poisoned())?
+            .clone()
+            .ok_or(Error::Closed)?;
+        let txn = db
+            .begin_read()
+            .map_err(|e| engine_error("starting a read transaction")(e.into()))?;
+        Ok(ReadKv::new(txn))
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Command>> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.shared
+            .commands
+            .lock()
+            .map_err(|_| poisoned())?
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    /// The error for a writer that went away while we were waiting on it.
+    fn writer_gone(&self) -> Error {
+        if self.shared.closed.load(Ordering::Acquire) {
+            Error::Closed
+        } else {
+            Error::Backend {
+                context: "waiting for the group-commit writer",
+                source: "the writer thread stopped unexpectedly (see the log)".into(),
+            }
+        }
+    }
+
+    /// Test access to the raw tables, to plant damaged records.
+    #[cfg(test)]
+    fn raw_put(&self, table: crate::keys::Table, key: &[u8], value: &[u8]) {
+        let db = self.shared.db.read().expect("lock").clone().expect("open");
+        let txn = db.begin_write().expect("write txn");
+        {
+            let mut table = txn.open_table(file::data_table(table)).expect("table");
+            table.insert(key, value).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Backend {
+        context: "locking the storage handle",
+        source: "lock poisoned by a panic".into(),
+    }
+}
+
+impl Shared {
+    /// Stops accepting work and returns the writer to join, if not yet taken.
+    fn shut(&self) -> Option<JoinHandle<()>> {
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut commands) = self.commands.lock() {
+            commands.take();
+        }
+        self.writer.lock().ok().and_then(|mut writer| writer.take())
+    }
+
+    fn release_file(&self) {
+        if let Ok(mut db) = self.db.write() {
+            db.take();
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(writer) = self.shut() {
+            // Finish the queued commits so nothing acknowledged-to-be is lost
+            // silently, and release the file lock before returning.
+            if writer.join().is_err() {
+                tracing::error!(path = %self.path.display(), "storage writer thread panicked");
+            }
+        }
+        self.release_file();
+    }
+}
+
+#[async_trait]
+impl Storage for RedbStorage {
+    async fn commit(&self, batch: WriteBatch) -> Result<CommitOutcome> {
+        batch.validate()?;
+        let sender = self.sender()?;
+        let (reply, outcome) = oneshot::channel();
+        sender
+            .send(Command::Commit { batch, reply })
+            .await
+            .map_err(|_| self.writer_gone())?;
+        outcome.await.map_err(|_| self.writer_gone())?
+    }
+
+    async fn load_state(&self, entity: &EntityKey) -> Result<Option<Bytes>> {
+        engine::load_state(&self.snapshot()?, entity)
+    }
+
+    async fn read_journal(
+        &self,
+        entity: &EntityKey,
+        execution: RequestId,
+    ) -> Result<Vec<JournalEntry>> {
+        engine::read_journal(&self.snapshot()?, entity, execution)
+    }
+
+    async fn read_reply(&self, shard: ShardId, request: RequestId) -> Result<Option<Bytes>> {
+        engine::read_reply(&self.snapshot()?, shard, request)
+    }
+
+    async fn read_message(&self, shard: ShardId, request: RequestId) -> Result<Option<Message>> {
+        engine::read_message(&self.snapshot()?, shard, request)
+    }
+
+    async fn due_messages(
+        &self,
+        shard: ShardId,
+        up_to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        engine::due_messages(&self.snapshot()?, shard, up_to, limit)
+    }
+
+    async fn next_message_due(&self, shard: ShardId) -> Result<Option<Timestamp>> {
+        engine::next_message_due(&self.snapshot()?, shard)
+    }
+
+    async fn dead_letters(
+        &self,
+        shard: ShardId,
+        after: Option<RequestId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        engine::dead_letters(&self.snapshot()?, shard, after, limit)
+    }
+
+    async fn due_timers(
+        &self,
+        scope: ShardScope,
+        up_to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Timer>> {
+        engine::due_timers(&self.snapshot()?, scope, up_to, limit)
+    }
+
+    async fn next_timer_due(&self, scope: ShardScope) -> Result<Option<Timestamp>> {
+        engine::next_timer_due(&self.snapshot()?, scope)
+    }
+
+    async fn read_deferred(&self, entity: &EntityKey, name: &str) -> Result<Option<DeferredValue>> {
+        engine::read_deferred(&self.snapshot()?, entity, name)
+    }
+
+    async fn shard_epoch(&self, shard: ShardId) -> Result<Epoch> {
+        engine::shard_epoch(&self.snapshot()?, shard)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        let sender = self.sender()?;
+        let (reply, done) = oneshot::channel();
+        sender
+            .send(Command::Flush { reply })
+            .await
+            .map_err(|_| self.writer_gone())?;
+        done.await.map_err(|_| self.writer_gone())
+    }
+
+    async fn close(&self) -> Result<()> {
+        let Some(writer) = self.shared.shut() else {
+            return Ok(()); // already closed
+        };
+        let joined = tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(|error| Error::Backend {
+                context: "joining the storage writer",
+                source: Box::new(error),
+            })?;
+        self.shared.release_file();
+        joined.map_err(|_| Error::Backend {
+            context: "closing storage",
+            source: "the writer thread panicked".into(),
+        })?;
+        tracing::debug!(path = %self.shared.path.display(), "storage closed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{self, Table};
+
+    fn open(dir: &tempfile::TempDir) -> RedbStorage {
+        let config = RedbConfig::builder(dir.path().join("data.redb"))
+            .build()
+            .expect("valid config");
+        RedbStorage::open(config).expect("opens")
+    }
+
+    #[tokio::test]
+    async fn a_bad_batch_does_not_poison_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = open(&dir);
+        let shard = ShardId::new(1);
+        let damaged = RequestId::new(13);
+        storage.raw_put(
+            Table::Messages,
+            &keys::request_key(shard, damaged),
+            b"\xff\xff damaged",
+        );
+
+        // Many concurrent batches, one of which hits the damaged record:
+        // they share group commits, and only the bad one fails.
+        let mut tasks = Vec::new();
+        for i in 0..32u32 {
+            let storage = storage.clone();
+            tasks.push(tokio::spawn(async move {
+                let entity = EntityKey::new(shard, "T", format!("e{i}")).expect("valid key");
+                let mut batch = WriteBatch::new(shard, Epoch::ZERO);
+                batch.put_state(&entity, Bytes::from(format!("v{i}")));
+                if i == 16 {
+                    batch.reschedule(damaged, Timestamp::from_unix_ms(1));
+                }
+                (i, entity, storage.commit(batch).await)
+            }));
+        }
+        for task in tasks {
+            let (i, entity, result) = task.await.expect("task");
+            let state = storage.load_state(&entity).await.expect("reads");
+            if i == 16 {
+                let error = result.expect_err("damaged record");
+                assert!(matches!(error, Error::CorruptRecord { .. }), "{error:?}");
+                assert_eq!(state, None, "the failed batch applied nothing");
+            } else {
+                result.expect("commits");
+                assert_eq!(state, Some(Bytes::from(format!("v{i}"))));
+            }
+        }
+        storage.close().await.expect("closes");
+    }
+
+    #[tokio::test]
+    async fn close_releases_the_file_and_rejects_calls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = open(&dir);
+        storage.flush().await.expect("flushes");
+        storage.close().await.expect("closes");
+        storage.close().await.expect("closing twice is fine");
+        let batch = WriteBatch::new(ShardId::new(0), Epoch::ZERO);
+        assert!(matches!(storage.commit(batch).await, Err(Error::Closed)));
+        assert!(matches!(
+            storage.shard_epoch(ShardId::new(0)).await,
+            Err(Error::Closed)
+        ));
+        // The file is free again while the old handle still exists.
+        let reopened = open(&dir);
+        reopened.close().await.expect("closes");
+    }
+}

@@ -1,0 +1,153 @@
+//! The group-commit writer: one std thread that owns all writes to the file.
+//!
+//! It blocks for the next command, drains whatever else is queued (up to
+//! `group_commit_batches_max` batches / `group_commit_bytes_max` payload
+//! bytes), applies the batches in arrival order in ONE redb write
+//! transaction with `Durability::Immediate`, commits (one fsync for the whole
+//! group), and only then answers every waiter. So concurrent writers share
+//! fsyncs, and nothing is acknowledged before it is durable.
+//!
+//! Invariants:
+//! - a batch rejected by the engine with an expected error (a stale epoch)
+//!   wrote nothing (see `engine`) and gets its error; the others in its
+//!   group are unaffected;
+//! - if the group fails fatally (I/O, a corrupt record) the transaction is
+//!   aborted and each of its batches is retried alone, in order, in its own
+//!   transaction, so one bad batch cannot fail the others;
+//! - the thread stops when every sender is gone, after finishing the queue.
+//!
+//! It is a plain thread, not a tokio task: redb calls block (fsync), and a
+//! blocked tokio worker would stall unrelated tasks.
+
+use std::sync::Arc;
+
+use redb::Durability;
+use tokio::sync::{mpsc, oneshot};
+
+use super::file::engine_error;
+use super::kv::WriteKv;
+use crate::batch::{CommitOutcome, WriteBatch};
+use crate::engine;
+use crate::error::Result;
+
+/// What the writer is asked to do.
+pub(crate) enum Command {
+    /// Apply a validated batch; answer with its outcome once durable.
+    Commit {
+        batch: WriteBatch,
+        reply: oneshot::Sender<Result<CommitOutcome>>,
+    },
+    /// Answer once every command queued before this one is done.
+    Flush { reply: oneshot::Sender<()> },
+}
+
+pub(crate) struct Writer {
+    pub(crate) db: Arc<redb::Database>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) batches_max: usize,
+    pub(crate) bytes_max: usize,
+}
+
+impl Writer {
+    /// Runs until every sender is dropped and the queue is drained.
+    pub(crate) fn run(mut self) {
+        let mut commits: Vec<(WriteBatch, oneshot::Sender<Result<CommitOutcome>>)> = Vec::new();
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        while let Some(first) = self.commands.blocking_recv() {
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Commit { batch, reply } => {
+                        bytes = bytes.saturating_add(batch.payload_bytes());
+                        commits.push((batch, reply));
+                    }
+                    Command::Flush { reply } => flushes.push(reply),
+                }
+                if commits.len() >= self.batches_max || bytes >= self.bytes_max {
+                    break;
+                }
+                next = self.commands.try_recv().ok();
+            }
+            if !commits.is_empty() {
+                self.commit_group(&mut commits);
+            }
+            for flush in flushes.drain(..) {
+                let _ = flush.send(());
+            }
+        }
+        tracing::debug!("storage writer stopped: every handle is gone");
+    }
+
+    /// Commits a group and answers its waiters; empties `commits`.
+    fn commit_group(
+        &self,
+        commits: &mut Vec<(WriteBatch, oneshot::Sender<Result<CommitOutcome>>)>,
+    ) {
+        let batches: Vec<&WriteBatch> = commits.iter().map(|(batch, _)| batch).collect();
+        let results = match self.apply_in_one_transaction(&batches) {
+            Ok(results) => results,
+            Err(error) if batches.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    batches = batches.len(),
+                    "group commit failed; retrying each batch alone"
+                );
+                batches
+                    .iter()
+                    .map(|batch| match self.apply_in_one_transaction(&[batch]) {
+                        Ok(mut results) => results
+                            .pop()
+                            .unwrap_or_else(|| unreachable!("one batch gives one result")),
+                        Err(error) => Err(error),
+                    })
+                    .collect()
+            }
+        };
+        debug_assert_eq!(results.len(), commits.len());
+        for ((_, reply), result) in commits.drain(..).zip(results) {
+            // The caller may have stopped waiting; its batch is committed anyway.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Applies `batches` in order in one durable transaction. The outer error
+    /// is fatal (the transaction was aborted); inner errors are per batch.
+    fn apply_in_one_transaction(
+        &self,
+        batches: &[&WriteBatch],
+    ) -> Result<Vec<Result<CommitOutcome>>> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| engine_error("starting a write transaction")(e.into()))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| engine_error("setting durability")(e.into()))?;
+        let applied = (|| {
+            let mut kv = WriteKv::open(&txn)?;
+            let mut results = Vec::with_capacity(batches.len());
+            for batch in batches {
+                match engine::apply(&mut kv, batch) {
+                    Ok(outcome) => results.push(Ok(outcome)),
+                    Err(error) if !error.is_fatal() => results.push(Err(error)),
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(results)
+        })();
+        match applied {
+            Ok(results) => {
+                txn.commit()
+                    .map_err(|e| engine_error("committing a write transaction")(e.into()))?;
+                Ok(results)
+            }
+            Err(error) => {
+                if let Err(abort_error) = txn.abort() {
+                    tracing::warn!(%abort_error, "aborting a failed write transaction");
+                }
+                Err(error)
+            }
+        }
+    }
+}
