@@ -17,7 +17,9 @@ use bytes::Bytes;
 use futures::Stream;
 use futures::stream::BoxStream;
 
-use crate::endpoint::Endpoint;
+use std::net::SocketAddr;
+
+use crate::endpoint::{Endpoint, connection_error};
 use crate::error::{Error, ErrorCode, RemoteError, Result};
 use crate::frame::{FrameReader, ReadError, encode_frame, envelope};
 use crate::id::Kind;
@@ -33,7 +35,12 @@ impl Endpoint {
     /// [`Error::Remote`] (the handler or the peer's transport failed it),
     /// retryable [`Error::Timeout`] / [`Error::ConnectionLost`] /
     /// [`Error::Connect`], fatal [`Error::Refused`].
-    pub async fn request(&self, dest: impl Into<Dest>, kind: Kind, payload: Bytes) -> Result<Bytes> {
+    pub async fn request(
+        &self,
+        dest: impl Into<Dest>,
+        kind: Kind,
+        payload: Bytes,
+    ) -> Result<Bytes> {
         self.request_with_timeout(dest, kind, payload, self.inner.config.request_timeout())
             .await
     }
@@ -52,15 +59,20 @@ impl Endpoint {
             payload,
         }))?;
         let call = async {
-            let (mut send, recv) = self.open_bi(dest).await?;
-            send_request(&mut send, frame).await?;
+            let (mut send, recv, addr) = self.open_bi(dest).await?;
+            send_request(&mut send, frame, addr).await?;
             let mut reader = FrameReader::new(recv, self.inner.config.frame_bytes_max());
-            match read_answer(&mut reader).await? {
+            match read_answer(&mut reader, addr).await? {
                 Some(Body::Reply(reply)) => Ok(reply.payload),
-                Some(Body::Failure(failure)) => Err(Error::Remote(RemoteError::from_proto(failure))),
+                Some(Body::Failure(failure)) => {
+                    Err(Error::Remote(RemoteError::from_proto(failure)))
+                }
                 Some(other) => {
                     reader.stop(ErrorCode::UnexpectedFrame.var_int());
-                    Err(Error::Protocol(format!("{} in answer to a request", body_name(&other))))
+                    Err(Error::Protocol(format!(
+                        "{} in answer to a request",
+                        body_name(&other)
+                    )))
                 }
                 None => Err(Error::Protocol("stream ended without a reply".into())),
             }
@@ -73,7 +85,12 @@ impl Endpoint {
     /// Sends a one-way message. Returns once QUIC has accepted it for
     /// sending (not when the peer has handled it), at most
     /// `Config::request_timeout`.
-    pub async fn send_one_way(&self, dest: impl Into<Dest>, kind: Kind, payload: Bytes) -> Result<()> {
+    pub async fn send_one_way(
+        &self,
+        dest: impl Into<Dest>,
+        kind: Kind,
+        payload: Bytes,
+    ) -> Result<()> {
         let dest = dest.into();
         let frame = self.request_frame(Body::OneWay(proto::Request {
             kind: kind.0,
@@ -81,8 +98,10 @@ impl Endpoint {
         }))?;
         let timeout = self.inner.config.request_timeout();
         let call = async {
-            let mut send = self.open_uni(dest).await?;
-            send.write_chunk(frame).await.map_err(write_error)?;
+            let (mut send, addr) = self.open_uni(dest).await?;
+            send.write_chunk(frame)
+                .await
+                .map_err(|e| write_error(e, addr))?;
             // Fails only if already finished or reset.
             let _ = send.finish();
             Ok(())
@@ -108,15 +127,15 @@ impl Endpoint {
         }))?;
         let timeout = self.inner.config.request_timeout();
         let open = async {
-            let (mut send, recv) = self.open_bi(dest).await?;
-            send_request(&mut send, frame).await?;
-            Ok(recv)
+            let (mut send, recv, addr) = self.open_bi(dest).await?;
+            send_request(&mut send, frame, addr).await?;
+            Ok((recv, addr))
         };
-        let recv = tokio::time::timeout(timeout, open)
+        let (recv, addr) = tokio::time::timeout(timeout, open)
             .await
             .unwrap_or(Err(Error::Timeout(timeout)))?;
         let reader = FrameReader::new(recv, self.inner.config.frame_bytes_max());
-        Ok(ReplyStream::new(reader, timeout))
+        Ok(ReplyStream::new(reader, addr, timeout))
     }
 
     /// Encodes a request frame after checking the payload limit.
@@ -129,29 +148,55 @@ impl Endpoint {
         if len > max {
             return Err(Error::MessageTooLarge { len, max });
         }
-        Ok(encode_frame(&envelope(body), self.inner.config.frame_bytes_max())?)
+        Ok(encode_frame(
+            &envelope(body),
+            self.inner.config.frame_bytes_max(),
+        )?)
     }
 
-    async fn open_bi(&self, dest: Dest) -> Result<(quinn::SendStream, quinn::RecvStream)> {
+    async fn open_bi(
+        &self,
+        dest: Dest,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream, SocketAddr)> {
         let conn = self.connection(dest).await?;
         match conn.open_bi().await {
-            Ok(streams) => Ok(streams),
-            Err(_) => {
+            Ok((send, recv)) => Ok((send, recv, conn.remote_address())),
+            Err(e) => {
                 self.forget(dest, &conn);
+                if let error @ (Error::Refused { .. } | Error::Shutdown) =
+                    connection_error(conn.remote_address(), e)
+                {
+                    return Err(error);
+                }
                 let conn = self.connection(dest).await?;
-                conn.open_bi().await.map_err(connection_error)
+                let addr = conn.remote_address();
+                let (send, recv) = conn
+                    .open_bi()
+                    .await
+                    .map_err(|e| connection_error(addr, e))?;
+                Ok((send, recv, addr))
             }
         }
     }
 
-    async fn open_uni(&self, dest: Dest) -> Result<quinn::SendStream> {
+    async fn open_uni(&self, dest: Dest) -> Result<(quinn::SendStream, SocketAddr)> {
         let conn = self.connection(dest).await?;
         match conn.open_uni().await {
-            Ok(stream) => Ok(stream),
-            Err(_) => {
+            Ok(send) => Ok((send, conn.remote_address())),
+            Err(e) => {
                 self.forget(dest, &conn);
+                if let error @ (Error::Refused { .. } | Error::Shutdown) =
+                    connection_error(conn.remote_address(), e)
+                {
+                    return Err(error);
+                }
                 let conn = self.connection(dest).await?;
-                conn.open_uni().await.map_err(connection_error)
+                let addr = conn.remote_address();
+                let send = conn
+                    .open_uni()
+                    .await
+                    .map_err(|e| connection_error(addr, e))?;
+                Ok((send, addr))
             }
         }
     }
@@ -159,19 +204,19 @@ impl Endpoint {
 
 /// Writes the request frame and finishes the send side. If the peer
 /// stopped the stream, its answer (a failure) is still read by the caller.
-async fn send_request(send: &mut quinn::SendStream, frame: Bytes) -> Result<()> {
+async fn send_request(send: &mut quinn::SendStream, frame: Bytes, addr: SocketAddr) -> Result<()> {
     match send.write_chunk(frame).await {
         Ok(()) => {
             let _ = send.finish();
             Ok(())
         }
         Err(quinn::WriteError::Stopped(_)) => Ok(()),
-        Err(e) => Err(write_error(e)),
+        Err(e) => Err(write_error(e, addr)),
     }
 }
 
 /// Reads the next frame of an answer, mapping errors.
-async fn read_answer(reader: &mut FrameReader) -> Result<Option<Body>> {
+async fn read_answer(reader: &mut FrameReader, addr: SocketAddr) -> Result<Option<Body>> {
     match reader.next().await {
         Ok(Some(envelope)) => Ok(envelope.body),
         Ok(None) => Ok(None),
@@ -179,20 +224,13 @@ async fn read_answer(reader: &mut FrameReader) -> Result<Option<Body>> {
             reader.stop(frame_error_code(&e).var_int());
             Err(Error::Frame(e))
         }
-        Err(ReadError::Stream(e)) => Err(read_error(e)),
+        Err(ReadError::Stream(e)) => Err(read_error(e, addr)),
     }
 }
 
-fn connection_error(error: quinn::ConnectionError) -> Error {
+fn write_error(error: quinn::WriteError, addr: SocketAddr) -> Error {
     match error {
-        quinn::ConnectionError::LocallyClosed => Error::Shutdown,
-        other => Error::ConnectionLost(other.to_string()),
-    }
-}
-
-fn write_error(error: quinn::WriteError) -> Error {
-    match error {
-        quinn::WriteError::ConnectionLost(e) => connection_error(e),
+        quinn::WriteError::ConnectionLost(e) => connection_error(addr, e),
         quinn::WriteError::Stopped(code) => {
             Error::ConnectionLost(format!("peer stopped the stream with code {code}"))
         }
@@ -200,11 +238,14 @@ fn write_error(error: quinn::WriteError) -> Error {
     }
 }
 
-fn read_error(error: quinn::ReadError) -> Error {
+fn read_error(error: quinn::ReadError, addr: SocketAddr) -> Error {
     match error {
-        quinn::ReadError::ConnectionLost(e) => connection_error(e),
+        quinn::ReadError::ConnectionLost(e) => connection_error(addr, e),
         quinn::ReadError::Reset(code) if code == ErrorCode::ShuttingDown.var_int() => {
-            Error::Remote(RemoteError::new(ErrorCode::ShuttingDown, "peer is shutting down"))
+            Error::Remote(RemoteError::new(
+                ErrorCode::ShuttingDown,
+                "peer is shutting down",
+            ))
         }
         quinn::ReadError::Reset(code) => {
             Error::ConnectionLost(format!("peer reset the stream with code {code}"))
@@ -234,21 +275,28 @@ pub struct ReplyStream {
 }
 
 impl ReplyStream {
-    fn new(reader: FrameReader, timeout: Duration) -> Self {
+    fn new(reader: FrameReader, addr: SocketAddr, timeout: Duration) -> Self {
         let inner = futures::stream::unfold(Some(reader), move |reader| async move {
             let mut reader = reader?;
-            let next = tokio::time::timeout(timeout, read_answer(&mut reader))
+            let next = tokio::time::timeout(timeout, read_answer(&mut reader, addr))
                 .await
                 .unwrap_or(Err(Error::Timeout(timeout)));
             let item = match next {
                 Ok(Some(Body::StreamItem(item))) => return Some((Ok(item.payload), Some(reader))),
                 Ok(Some(Body::StreamEnd(_))) => return None,
-                Ok(Some(Body::Failure(failure))) => Err(Error::Remote(RemoteError::from_proto(failure))),
+                Ok(Some(Body::Failure(failure))) => {
+                    Err(Error::Remote(RemoteError::from_proto(failure)))
+                }
                 Ok(Some(other)) => {
                     reader.stop(ErrorCode::UnexpectedFrame.var_int());
-                    Err(Error::Protocol(format!("{} in a streamed reply", body_name(&other))))
+                    Err(Error::Protocol(format!(
+                        "{} in a streamed reply",
+                        body_name(&other)
+                    )))
                 }
-                Ok(None) => Err(Error::Protocol("streamed reply ended without an end frame".into())),
+                Ok(None) => Err(Error::Protocol(
+                    "streamed reply ended without an end frame".into(),
+                )),
                 Err(e) => Err(e),
             };
             Some((item, None))

@@ -175,8 +175,15 @@ impl Endpoint {
         inner.signal_shutdown();
         inner.tasks.close();
         let limit = inner.config.shutdown_timeout();
-        if tokio::time::timeout(limit, inner.tasks.wait()).await.is_err() {
-            warn!(tasks = inner.tasks.len(), ?limit, "shutdown: tasks still running after the limit");
+        if tokio::time::timeout(limit, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                tasks = inner.tasks.len(),
+                ?limit,
+                "shutdown: tasks still running after the limit"
+            );
         }
         // Lets the close frames go out before the socket is dropped.
         let _ = tokio::time::timeout(limit, inner.quic.wait_idle()).await;
@@ -273,27 +280,45 @@ impl std::fmt::Debug for Endpoint {
 
 /// Classifies a failed handshake.
 fn connect_error(addr: SocketAddr, error: quinn::ConnectionError) -> Error {
-    use quinn::ConnectionError as E;
-    let is_crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
-    let refused = |reason: String| Error::Refused { addr, reason };
-    match error {
-        // TLS alerts: a certificate, name or ALPN was refused by either side.
-        E::TransportError(e) if is_crypto(e.code) => refused(e.to_string()),
-        E::ConnectionClosed(close) if is_crypto(close.error_code) => {
-            refused(format!("peer refused: {close}"))
-        }
-        E::ApplicationClosed(close)
-            if close.error_code == quinn::VarInt::from_u32(close_code::IDENTITY_REFUSED) =>
-        {
-            refused(format!("peer refused: {close}"))
-        }
-        E::VersionMismatch => refused(error.to_string()),
-        E::LocallyClosed => Error::Shutdown,
+    refusal(addr, &error).unwrap_or_else(|| match error {
+        quinn::ConnectionError::LocallyClosed => Error::Shutdown,
         other => Error::Connect {
             addr,
             reason: other.to_string(),
         },
-    }
+    })
+}
+
+/// Classifies a connection that failed after the handshake.
+pub(crate) fn connection_error(addr: SocketAddr, error: quinn::ConnectionError) -> Error {
+    refusal(addr, &error).unwrap_or_else(|| match error {
+        quinn::ConnectionError::LocallyClosed => Error::Shutdown,
+        other => Error::ConnectionLost(other.to_string()),
+    })
+}
+
+/// `Some(Refused)` if `error` means a side refused the other's certificate,
+/// identity or ALPN. In TLS 1.3 the server judges the client certificate
+/// after the client considers the handshake done, so this can surface on
+/// the first request rather than at connect.
+fn refusal(addr: SocketAddr, error: &quinn::ConnectionError) -> Option<Error> {
+    use quinn::ConnectionError as E;
+    let is_crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    let reason = match error {
+        // TLS alerts: a certificate, name or ALPN was refused by either side.
+        E::TransportError(e) if is_crypto(e.code) => e.to_string(),
+        E::ConnectionClosed(close) if is_crypto(close.error_code) => {
+            format!("peer refused: {close}")
+        }
+        E::ApplicationClosed(close)
+            if close.error_code == quinn::VarInt::from_u32(close_code::IDENTITY_REFUSED) =>
+        {
+            format!("peer refused: {close}")
+        }
+        E::VersionMismatch => error.to_string(),
+        _ => return None,
+    };
+    Some(Error::Refused { addr, reason })
 }
 
 /// Builds an [`Endpoint`].
@@ -349,10 +374,9 @@ impl EndpointBuilder {
         let transport = config.transport_config();
         let alpn = config.alpn();
 
-        let client_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
-            identity.client_tls_config(alpn)?,
-        )
-        .map_err(|e| Error::Certificate(e.to_string()))?;
+        let client_crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_tls_config(alpn)?)
+                .map_err(|e| Error::Certificate(e.to_string()))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
         client_config.transport_config(transport.clone());
 

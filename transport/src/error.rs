@@ -97,10 +97,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Connect { .. } | Error::ConnectionLost(_) | Error::Timeout(_) => true,
-            Error::Remote(remote) => matches!(
-                remote.code,
-                ErrorCode::ShuttingDown | ErrorCode::Timeout
-            ),
+            Error::Remote(remote) => {
+                matches!(remote.code, ErrorCode::ShuttingDown | ErrorCode::Timeout)
+            }
             _ => false,
         }
     }
@@ -306,8 +305,6 @@ mod tests {
         assert!(!Error::Config("x".into()).is_retryable());
         assert!(!Error::MessageTooLarge { len: 2, max: 1 }.is_retryable());
         assert!(!Error::Remote(RemoteError::application("x")).is_retryable());
-        assert!(
-            Error::Remote(RemoteError::new(ErrorCode::ShuttingDown, "bye")).is_retryable()
-        );
+        assert!(Error::Remote(RemoteError::new(ErrorCode::ShuttingDown, "bye")).is_retryable());
     }
 }

@@ -133,7 +133,8 @@ impl NetFaults {
         let mut state = self.lock();
         state.links.remove(&(a, b));
         state.links.remove(&(b, a));
-        self.active.store(!state.links.is_empty(), Ordering::Release);
+        self.active
+            .store(!state.links.is_empty(), Ordering::Release);
     }
 
     /// Removes every fault.
@@ -189,7 +190,9 @@ impl NetFaults {
     fn lock(&self) -> MutexGuard<'_, State> {
         // The table stays consistent even if a holder panicked: every
         // update is a single map operation.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -215,7 +215,10 @@ mod tests {
             vec!["node-1.c.shoal.internal", "node-2.c.shoal.internal"],
             vec![],
         ] {
-            assert!(Peer::from_dns_names(names.clone(), "c").is_err(), "{names:?}");
+            assert!(
+                Peer::from_dns_names(names.clone(), "c").is_err(),
+                "{names:?}"
+            );
         }
     }
 

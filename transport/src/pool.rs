@@ -70,7 +70,10 @@ impl Slot {
     /// Forgets `conn` if it is the pooled one (it failed).
     pub(crate) fn forget(&self, conn: &quinn::Connection) {
         let mut current = lock(&self.current);
-        if current.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+        if current
+            .as_ref()
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
             *current = None;
         }
     }

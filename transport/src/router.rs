@@ -192,7 +192,10 @@ impl Router {
     }
 
     /// Runs the unary handler of `request.kind`.
-    pub(crate) fn call_unary(&self, request: Request) -> BoxFuture<'static, Result<Bytes, RemoteError>> {
+    pub(crate) fn call_unary(
+        &self,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Bytes, RemoteError>> {
         match self.route(request.kind, Shape::Unary) {
             Ok(Route::Unary(handler)) => invoke(|| handler(request)),
             Ok(_) => unreachable!("route() checked the shape"),
@@ -201,10 +204,14 @@ impl Router {
     }
 
     /// Runs the one-way handler of `request.kind`.
-    pub(crate) fn call_one_way(&self, request: Request) -> Result<BoxFuture<'static, ()>, RemoteError> {
+    pub(crate) fn call_one_way(
+        &self,
+        request: Request,
+    ) -> Result<BoxFuture<'static, ()>, RemoteError> {
         match self.route(request.kind, Shape::OneWay)? {
             Route::OneWay(handler) => {
-                let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(request)));
+                let started =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(request)));
                 let future = match started {
                     Ok(future) => future,
                     Err(_) => return Err(panicked()),
@@ -290,7 +297,10 @@ mod tests {
             .streaming(Kind(3), |_| async {
                 Ok(futures::stream::iter([Ok(Bytes::from_static(b"a"))]))
             });
-        assert_eq!(block(router.call_unary(request(1))), Ok(Bytes::from_static(b"x")));
+        assert_eq!(
+            block(router.call_unary(request(1))),
+            Ok(Bytes::from_static(b"x"))
+        );
         assert!(router.call_one_way(request(2)).is_ok());
         let items = block(router.call_streaming(request(3))).unwrap();
         assert_eq!(block(items.collect::<Vec<_>>().boxed()).len(), 1);

@@ -199,15 +199,24 @@ impl StreamContext {
         let (code, message) = match read {
             Ok(Ok(Some(envelope))) => match envelope.body {
                 Some(body) => return Ok(body),
-                None => (ErrorCode::UnknownFrame, FrameError::UnknownFrame.to_string()),
+                None => (
+                    ErrorCode::UnknownFrame,
+                    FrameError::UnknownFrame.to_string(),
+                ),
             },
-            Ok(Ok(None)) => (ErrorCode::Truncated, "stream ended before a request".to_owned()),
+            Ok(Ok(None)) => (
+                ErrorCode::Truncated,
+                "stream ended before a request".to_owned(),
+            ),
             Ok(Err(ReadError::Frame(e))) => (frame_error_code(&e), e.to_string()),
             Ok(Err(ReadError::Stream(e))) => {
                 debug!(remote = %self.remote, peer = %self.peer, reason = %e, "stream aborted by peer");
                 return Err(None);
             }
-            Err(_) => (ErrorCode::Timeout, format!("request not received within {limit:?}")),
+            Err(_) => (
+                ErrorCode::Timeout,
+                format!("request not received within {limit:?}"),
+            ),
         };
         warn!(remote = %self.remote, peer = %self.peer, ?code, reason = %message, "bad request stream");
         reader.stop(code.var_int());
@@ -230,7 +239,8 @@ impl StreamContext {
         let body = match self.first_frame(&mut reader).await {
             Ok(body) => body,
             Err(Some(failure)) => {
-                self.finish_with(send, Body::Failure(failure.to_proto())).await;
+                self.finish_with(send, Body::Failure(failure.to_proto()))
+                    .await;
                 return;
             }
             Err(None) => return,
@@ -239,7 +249,8 @@ impl StreamContext {
         drop(reader);
         let Some(router) = self.inner.router.clone() else {
             let failure = RemoteError::new(ErrorCode::UnknownKind, "endpoint serves no requests");
-            self.finish_with(send, Body::Failure(failure.to_proto())).await;
+            self.finish_with(send, Body::Failure(failure.to_proto()))
+                .await;
             return;
         };
         match body {
@@ -255,7 +266,8 @@ impl StreamContext {
                 let items = match router.call_streaming(self.request(request)).await {
                     Ok(items) => items,
                     Err(failure) => {
-                        self.finish_with(send, Body::Failure(failure.to_proto())).await;
+                        self.finish_with(send, Body::Failure(failure.to_proto()))
+                            .await;
                         return;
                     }
                 };
@@ -264,13 +276,15 @@ impl StreamContext {
                     let item = match items.next().await {
                         Some(Ok(Ok(payload))) => payload,
                         Some(Ok(Err(failure))) => {
-                            self.finish_with(send, Body::Failure(failure.to_proto())).await;
+                            self.finish_with(send, Body::Failure(failure.to_proto()))
+                                .await;
                             return;
                         }
                         Some(Err(_panic)) => {
                             let failure =
                                 RemoteError::new(ErrorCode::Internal, "stream handler panicked");
-                            self.finish_with(send, Body::Failure(failure.to_proto())).await;
+                            self.finish_with(send, Body::Failure(failure.to_proto()))
+                                .await;
                             return;
                         }
                         None => break,
@@ -278,7 +292,8 @@ impl StreamContext {
                     let body = match self.check_reply(item) {
                         Ok(payload) => Body::StreamItem(proto::Reply { payload }),
                         Err(failure) => {
-                            self.finish_with(send, Body::Failure(failure.to_proto())).await;
+                            self.finish_with(send, Body::Failure(failure.to_proto()))
+                                .await;
                             return;
                         }
                     };
@@ -295,7 +310,8 @@ impl StreamContext {
                     format!("{} cannot open a bidirectional stream", body_name(&other)),
                 );
                 warn!(remote = %self.remote, peer = %self.peer, reason = %failure.message, "bad request stream");
-                self.finish_with(send, Body::Failure(failure.to_proto())).await;
+                self.finish_with(send, Body::Failure(failure.to_proto()))
+                    .await;
             }
         }
     }
@@ -327,7 +343,10 @@ impl StreamContext {
                     Err(failure) => (failure.code, failure.message),
                 }
             }
-            (Body::OneWay(_), None) => (ErrorCode::UnknownKind, "endpoint serves no requests".to_owned()),
+            (Body::OneWay(_), None) => (
+                ErrorCode::UnknownKind,
+                "endpoint serves no requests".to_owned(),
+            ),
             (other, _) => (
                 ErrorCode::UnexpectedFrame,
                 format!("{} cannot open a unidirectional stream", body_name(&other)),
@@ -344,7 +363,10 @@ impl StreamContext {
             warn!(remote = %self.remote, peer = %self.peer, len = payload.len(), max, "handler reply exceeds the message limit");
             return Err(RemoteError::new(
                 ErrorCode::Internal,
-                format!("reply of {} bytes exceeds the limit of {max} bytes", payload.len()),
+                format!(
+                    "reply of {} bytes exceeds the limit of {max} bytes",
+                    payload.len()
+                ),
             ));
         }
         Ok(payload)

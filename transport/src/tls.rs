@@ -350,10 +350,9 @@ impl Identity {
     /// certificate signed by the cluster CA required, `alpn` required.
     pub fn server_tls_config(&self, alpn: &[u8]) -> Result<rustls::ServerConfig> {
         let provider = provider();
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
-                .build()
-                .map_err(|e| Error::Certificate(format!("client verifier: {e}")))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+            .build()
+            .map_err(|e| Error::Certificate(format!("client verifier: {e}")))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?
@@ -477,10 +476,14 @@ pub(crate) fn peer_of_certificate(
         .subject_alternative_name()
         .map_err(|e| format!("bad subject alternative names: {e}"))?
         .ok_or_else(|| "certificate has no subject alternative names".to_owned())?;
-    let names = san.value.general_names.iter().filter_map(|name| match name {
-        x509_parser::extensions::GeneralName::DNSName(dns) => Some(*dns),
-        _ => None,
-    });
+    let names = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(*dns),
+            _ => None,
+        });
     Peer::from_dns_names(names, cluster)
 }
 
