@@ -1,0 +1,2 @@
+//! Shoal.
+pub mod actor;
