@@ -171,6 +171,11 @@ pub(crate) fn open_error(path: &Path, error: redb::Error) -> Error {
                 reason: format!("the file is truncated ({source})"),
             }
         }
+        // redb reports a bad header (e.g. "magic number mismatch") this way.
+        redb::Error::Io(source) if source.kind() == io::ErrorKind::InvalidData => Error::Corrupt {
+            path,
+            reason: source.to_string(),
+        },
         redb::Error::Io(source) => Error::Io { path, source },
         redb::Error::Corrupted(reason) => Error::Corrupt { path, reason },
         redb::Error::UpgradeRequired(version) => Error::Corrupt {

@@ -44,6 +44,7 @@ mod file;
 mod kv;
 mod writer;
 
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -172,6 +173,19 @@ impl RedbStorage {
         Ok(ReadKv::new(txn))
     }
 
+    /// Runs a read on a fresh snapshot. A panic inside the storage engine
+    /// (which a damaged file can cause) is reported as corruption instead
+    /// of unwinding into the caller's task.
+    fn read<T>(&self, read: impl FnOnce(&ReadKv) -> Result<T>) -> Result<T> {
+        let snapshot = self.snapshot()?;
+        panic::catch_unwind(AssertUnwindSafe(|| read(&snapshot))).unwrap_or_else(|_| {
+            Err(Error::Corrupt {
+                path: self.shared.path.clone(),
+                reason: "the storage engine panicked while reading (damaged file?)".to_owned(),
+            })
+        })
+    }
+
     fn sender(&self) -> Result<mpsc::Sender<Command>> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -260,7 +274,7 @@ impl Storage for RedbStorage {
     }
 
     async fn load_state(&self, entity: &EntityKey) -> Result<Option<Bytes>> {
-        engine::load_state(&self.snapshot()?, entity)
+        self.read(|kv| engine::load_state(kv, entity))
     }
 
     async fn read_journal(
@@ -268,15 +282,15 @@ impl Storage for RedbStorage {
         entity: &EntityKey,
         execution: RequestId,
     ) -> Result<Vec<JournalEntry>> {
-        engine::read_journal(&self.snapshot()?, entity, execution)
+        self.read(|kv| engine::read_journal(kv, entity, execution))
     }
 
     async fn read_reply(&self, shard: ShardId, request: RequestId) -> Result<Option<Bytes>> {
-        engine::read_reply(&self.snapshot()?, shard, request)
+        self.read(|kv| engine::read_reply(kv, shard, request))
     }
 
     async fn read_message(&self, shard: ShardId, request: RequestId) -> Result<Option<Message>> {
-        engine::read_message(&self.snapshot()?, shard, request)
+        self.read(|kv| engine::read_message(kv, shard, request))
     }
 
     async fn due_messages(
@@ -285,11 +299,11 @@ impl Storage for RedbStorage {
         up_to: Timestamp,
         limit: usize,
     ) -> Result<Vec<Message>> {
-        engine::due_messages(&self.snapshot()?, shard, up_to, limit)
+        self.read(|kv| engine::due_messages(kv, shard, up_to, limit))
     }
 
     async fn next_message_due(&self, shard: ShardId) -> Result<Option<Timestamp>> {
-        engine::next_message_due(&self.snapshot()?, shard)
+        self.read(|kv| engine::next_message_due(kv, shard))
     }
 
     async fn dead_letters(
@@ -298,7 +312,7 @@ impl Storage for RedbStorage {
         after: Option<RequestId>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>> {
-        engine::dead_letters(&self.snapshot()?, shard, after, limit)
+        self.read(|kv| engine::dead_letters(kv, shard, after, limit))
     }
 
     async fn due_timers(
@@ -307,19 +321,19 @@ impl Storage for RedbStorage {
         up_to: Timestamp,
         limit: usize,
     ) -> Result<Vec<Timer>> {
-        engine::due_timers(&self.snapshot()?, scope, up_to, limit)
+        self.read(|kv| engine::due_timers(kv, scope, up_to, limit))
     }
 
     async fn next_timer_due(&self, scope: ShardScope) -> Result<Option<Timestamp>> {
-        engine::next_timer_due(&self.snapshot()?, scope)
+        self.read(|kv| engine::next_timer_due(kv, scope))
     }
 
     async fn read_deferred(&self, entity: &EntityKey, name: &str) -> Result<Option<DeferredValue>> {
-        engine::read_deferred(&self.snapshot()?, entity, name)
+        self.read(|kv| engine::read_deferred(kv, entity, name))
     }
 
     async fn shard_epoch(&self, shard: ShardId) -> Result<Epoch> {
-        engine::shard_epoch(&self.snapshot()?, shard)
+        self.read(|kv| engine::shard_epoch(kv, shard))
     }
 
     async fn flush(&self) -> Result<()> {

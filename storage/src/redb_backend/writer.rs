@@ -19,6 +19,7 @@
 //! It is a plain thread, not a tokio task: redb calls block (fsync), and a
 //! blocked tokio worker would stall unrelated tasks.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use redb::Durability;
@@ -28,7 +29,7 @@ use super::file::engine_error;
 use super::kv::WriteKv;
 use crate::batch::{CommitOutcome, WriteBatch};
 use crate::engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What the writer is asked to do.
 pub(crate) enum Command {
@@ -118,6 +119,19 @@ impl Writer {
         &self,
         batches: &[&WriteBatch],
     ) -> Result<Vec<Result<CommitOutcome>>> {
+        // A panic inside the engine (a damaged file can cause one) fails the
+        // group instead of killing the writer and stranding every waiter.
+        panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(batches))).unwrap_or_else(
+            |_| {
+                Err(Error::Backend {
+                    context: "applying a group commit",
+                    source: "the storage engine panicked (damaged file?)".into(),
+                })
+            },
+        )
+    }
+
+    fn apply_unguarded(&self, batches: &[&WriteBatch]) -> Result<Vec<Result<CommitOutcome>>> {
         let mut txn = self
             .db
             .begin_write()

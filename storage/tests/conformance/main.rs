@@ -1,1 +1,10 @@
-fn main() {}
+//! Integration tests of `shoal-storage`, in one test binary:
+//! - `memory`, `redb_storage`: the conformance suite against each backend;
+//! - `redb_files`: durability across reopen and the handling of bad files
+//!   (garbage, truncated, foreign, future format, locked).
+//!
+//! Run with `cargo test -p shoal-storage --all-features`.
+
+mod memory;
+mod redb_files;
+mod redb_storage;
