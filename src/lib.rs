@@ -1,2 +1,19 @@
-//! Shoal.
+//! Shoal: stateful sharded entities, durable workflows and OTP-style actors
+//! in one embedded Rust system, with no external infrastructure.
+//!
+//! # Layout
+//! - [`actor`]: the local actor runtime everything else runs on;
+//! - [`shard`]: the stable entity-id → shard mapping;
+//! - [`Config`]: validated entity-runtime settings and their defaults.
+//!
+//! The storage model lives in the `shoal-storage` crate and the QUIC
+//! transport in `shoal-transport`; see `ARCHITECTURE.md` for the map.
+
 pub mod actor;
+mod config;
+pub mod shard;
+
+pub use config::{
+    Config, ConfigBuilder, ConfigError, DEFAULT_ENTITY_MAILBOX_CAPACITY,
+    DEFAULT_ENTITY_MAX_IDLE_TIME,
+};
