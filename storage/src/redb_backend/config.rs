@@ -4,6 +4,7 @@
 //! every value, so a `RedbConfig` that exists is valid. No I/O here.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -12,6 +13,8 @@ pub const GROUP_COMMIT_BATCHES_MAX_DEFAULT: usize = 1024;
 /// Default most payload bytes one group commit applies (soft: a group always
 /// takes at least one batch).
 pub const GROUP_COMMIT_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+/// Default longest wait for more batches before a group commit.
+pub const GROUP_COMMIT_WAIT_MAX_DEFAULT: Duration = Duration::from_millis(1);
 /// Default most commits queued for the writer before callers wait.
 pub const QUEUE_CAPACITY_DEFAULT: usize = 4096;
 /// Default redb page cache size.
@@ -36,6 +39,7 @@ pub struct RedbConfig {
     create_if_missing: bool,
     group_commit_batches_max: usize,
     group_commit_bytes_max: usize,
+    group_commit_wait_max: Duration,
     queue_capacity: usize,
     cache_bytes: usize,
 }
@@ -49,6 +53,7 @@ impl RedbConfig {
                 create_if_missing: true,
                 group_commit_batches_max: GROUP_COMMIT_BATCHES_MAX_DEFAULT,
                 group_commit_bytes_max: GROUP_COMMIT_BYTES_MAX_DEFAULT,
+                group_commit_wait_max: GROUP_COMMIT_WAIT_MAX_DEFAULT,
                 queue_capacity: QUEUE_CAPACITY_DEFAULT,
                 cache_bytes: CACHE_BYTES_DEFAULT,
             },
@@ -74,6 +79,12 @@ impl RedbConfig {
     /// takes at least one batch, however large).
     pub fn group_commit_bytes_max(&self) -> usize {
         self.group_commit_bytes_max
+    }
+
+    /// Longest the writer waits for more batches before committing a group;
+    /// see [`RedbConfigBuilder::group_commit_wait_max`].
+    pub fn group_commit_wait_max(&self) -> Duration {
+        self.group_commit_wait_max
     }
 
     /// Most commits waiting for the writer; further callers wait (backpressure).
@@ -114,6 +125,19 @@ impl RedbConfigBuilder {
         self
     }
 
+    /// Longest the writer waits for more batches before committing a group
+    /// (default [`GROUP_COMMIT_WAIT_MAX_DEFAULT`]; zero never waits).
+    ///
+    /// The writer waits only under concurrent load: when the previous group
+    /// held several batches, it waits for as many (at most this long, and at
+    /// most half the previous commit's duration), so callers that were just
+    /// answered share the next fsync instead of one of them paying for it
+    /// alone. A lone caller never waits. Must be at most one second.
+    pub fn group_commit_wait_max(mut self, wait: Duration) -> Self {
+        self.config.group_commit_wait_max = wait;
+        self
+    }
+
     /// Most commits waiting for the writer (default [`QUEUE_CAPACITY_DEFAULT`]).
     pub fn queue_capacity(mut self, commits: usize) -> Self {
         self.config.queue_capacity = commits;
@@ -148,6 +172,12 @@ impl RedbConfigBuilder {
             if value == 0 {
                 return reject(format!("{name} must be at least 1"));
             }
+        }
+        if config.group_commit_wait_max > Duration::from_secs(1) {
+            return reject(format!(
+                "group_commit_wait_max is {:?}, the limit is 1s",
+                config.group_commit_wait_max
+            ));
         }
         Ok(config)
     }
@@ -191,6 +221,12 @@ mod tests {
         assert!(
             RedbConfig::builder("d.redb")
                 .group_commit_bytes_max(0)
+                .build()
+                .is_err()
+        );
+        assert!(
+            RedbConfig::builder("d.redb")
+                .group_commit_wait_max(Duration::from_secs(2))
                 .build()
                 .is_err()
         );

@@ -25,9 +25,17 @@
 //! # Writes: group commit
 //! [`Storage::commit`] validates the batch on the caller's task, then queues
 //! it (bounded by [`RedbConfig::queue_capacity`]) for one writer thread,
-//! which applies everything queued in one write transaction with immediate
-//! durability and answers every caller after the commit returns. Concurrent
-//! callers therefore share one fsync; a lone caller pays one. Cancelling a
+//! which applies everything queued (up to
+//! [`RedbConfig::group_commit_batches_max`] batches and
+//! [`RedbConfig::group_commit_bytes_max`] payload bytes) in one write
+//! transaction with immediate durability and answers every caller after the
+//! commit returns. Concurrent callers therefore share one fsync; a lone
+//! caller pays one and never waits for company. Under concurrent load the
+//! writer waits briefly ([`RedbConfig::group_commit_wait_max`], at most half
+//! a commit) for the callers it just answered, so groups stay full. Batches
+//! apply in arrival order, each seeing the ones before; a batch rejected for
+//! a stale epoch gets its error without affecting its group; if a group
+//! fails fatally, each of its batches is retried alone. Cancelling a
 //! `commit` future does not cancel its batch once queued.
 //!
 //! # Reads
@@ -57,7 +65,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::config::{
     CACHE_BYTES_DEFAULT, GROUP_COMMIT_BATCHES_MAX_DEFAULT, GROUP_COMMIT_BYTES_MAX_DEFAULT,
-    QUEUE_CAPACITY_DEFAULT, RedbConfig, RedbConfigBuilder,
+    GROUP_COMMIT_WAIT_MAX_DEFAULT, QUEUE_CAPACITY_DEFAULT, RedbConfig, RedbConfigBuilder,
 };
 use self::file::engine_error;
 pub use self::file::{FORMAT_VERSION, MAGIC};
@@ -131,6 +139,7 @@ impl RedbStorage {
             commands,
             batches_max: config.group_commit_batches_max(),
             bytes_max: config.group_commit_bytes_max(),
+            wait_max: config.group_commit_wait_max(),
         };
         let handle = std::thread::Builder::new()
             .name("shoal-storage-writer".to_owned())

@@ -2,7 +2,9 @@
 //!
 //! It blocks for the next command, drains whatever else is queued (up to
 //! `group_commit_batches_max` batches / `group_commit_bytes_max` payload
-//! bytes), applies the batches in arrival order in ONE redb write
+//! bytes) — under concurrent load, waiting up to `group_commit_wait_max`
+//! (and at most half the last commit's duration) for as many batches as the
+//! previous group had — applies the batches in arrival order in ONE redb write
 //! transaction with `Durability::Immediate`, commits (one fsync for the whole
 //! group), and only then answers every waiter. So concurrent writers share
 //! fsyncs, and nothing is acknowledged before it is durable.
@@ -21,6 +23,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::Durability;
 use tokio::sync::{mpsc, oneshot};
@@ -47,44 +50,95 @@ pub(crate) struct Writer {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) batches_max: usize,
     pub(crate) bytes_max: usize,
+    pub(crate) wait_max: Duration,
 }
+
+type Waiter = oneshot::Sender<Result<CommitOutcome>>;
+
+/// The commands gathered for one group commit.
+#[derive(Default)]
+struct Group {
+    commits: Vec<(WriteBatch, Waiter)>,
+    flushes: Vec<oneshot::Sender<()>>,
+    bytes: usize,
+}
+
+impl Group {
+    fn push(&mut self, command: Command) {
+        match command {
+            Command::Commit { batch, reply } => {
+                self.bytes = self.bytes.saturating_add(batch.payload_bytes());
+                self.commits.push((batch, reply));
+            }
+            Command::Flush { reply } => self.flushes.push(reply),
+        }
+    }
+}
+
+/// How often the writer looks for late arrivals while gathering a group.
+const GATHER_POLL: Duration = Duration::from_micros(50);
 
 impl Writer {
     /// Runs until every sender is dropped and the queue is drained.
     pub(crate) fn run(mut self) {
-        let mut commits: Vec<(WriteBatch, oneshot::Sender<Result<CommitOutcome>>)> = Vec::new();
-        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut group = Group::default();
+        // The previous group's size and commit time drive the gather wait.
+        let mut last_len = 0usize;
+        let mut last_commit = Duration::ZERO;
         while let Some(first) = self.commands.blocking_recv() {
-            let mut bytes = 0usize;
-            let mut next = Some(first);
-            while let Some(command) = next.take() {
-                match command {
-                    Command::Commit { batch, reply } => {
-                        bytes = bytes.saturating_add(batch.payload_bytes());
-                        commits.push((batch, reply));
-                    }
-                    Command::Flush { reply } => flushes.push(reply),
+            group.push(first);
+            let mut open = self.drain(&mut group);
+            // Callers answered by the previous commit are usually just about
+            // to send their next batch: if that commit carried several
+            // batches, wait (a fraction of a commit, at most `wait_max`) for
+            // as many to arrive, rather than paying a whole fsync for the
+            // first one alone. A lone caller (last group of 1) never waits.
+            let target = last_len.min(self.batches_max);
+            let wait = self.wait_max.min(last_commit / 2);
+            if open && group.commits.len() < target && !wait.is_zero() {
+                let deadline = Instant::now() + wait;
+                while open
+                    && group.commits.len() < target
+                    && !self.full(&group)
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(GATHER_POLL);
+                    open = self.drain(&mut group);
                 }
-                if commits.len() >= self.batches_max || bytes >= self.bytes_max {
-                    break;
-                }
-                next = self.commands.try_recv().ok();
             }
-            if !commits.is_empty() {
-                self.commit_group(&mut commits);
+            if !group.commits.is_empty() {
+                last_len = group.commits.len();
+                let started = Instant::now();
+                self.commit_group(&mut group.commits);
+                last_commit = started.elapsed();
             }
-            for flush in flushes.drain(..) {
+            for flush in group.flushes.drain(..) {
                 let _ = flush.send(());
             }
+            group.bytes = 0;
         }
         tracing::debug!("storage writer stopped: every handle is gone");
     }
 
+    fn full(&self, group: &Group) -> bool {
+        group.commits.len() >= self.batches_max || group.bytes >= self.bytes_max
+    }
+
+    /// Takes queued commands into `group` until it is full or the queue is
+    /// empty. Returns `false` once every sender is gone.
+    fn drain(&mut self, group: &mut Group) -> bool {
+        while !self.full(group) {
+            match self.commands.try_recv() {
+                Ok(command) => group.push(command),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
     /// Commits a group and answers its waiters; empties `commits`.
-    fn commit_group(
-        &self,
-        commits: &mut Vec<(WriteBatch, oneshot::Sender<Result<CommitOutcome>>)>,
-    ) {
+    fn commit_group(&self, commits: &mut Vec<(WriteBatch, Waiter)>) {
         let batches: Vec<&WriteBatch> = commits.iter().map(|(batch, _)| batch).collect();
         let results = match self.apply_in_one_transaction(&batches) {
             Ok(results) => results,
