@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::control::ControlSender;
 use super::envelope::{Envelope, Reply};
 use super::error::SendError;
 use super::runner::Control;
@@ -18,7 +19,7 @@ use super::traits::{Actor, Handler, Message};
 /// lack of senders.
 pub struct Addr<A: Actor> {
     pub(crate) mailbox: mpsc::Sender<Envelope<A>>,
-    pub(crate) control: mpsc::UnboundedSender<Control>,
+    pub(crate) control: ControlSender,
     pub(crate) id: ActorId,
 }
 

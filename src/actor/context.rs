@@ -15,6 +15,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::addr::Addr;
+use super::control::ControlSender;
 use super::envelope::Envelope;
 use super::runner::{self, Control, Spawn};
 use super::supervisor::{StopReason, SupervisorStrategy, Terminated};
@@ -27,8 +28,8 @@ pub struct Context<A: Actor> {
     system: ActorSystem,
     /// Weak, so that the context alone does not keep the actor reachable.
     mailbox: mpsc::WeakSender<Envelope<A>>,
-    control: mpsc::UnboundedSender<Control>,
-    pub(crate) parent: Option<mpsc::UnboundedSender<Control>>,
+    control: ControlSender,
+    pub(crate) parent: Option<ControlSender>,
     pub(crate) stopping: bool,
     children: Vec<Child>,
     tasks: Vec<SpawnHandle>,
@@ -37,7 +38,7 @@ pub struct Context<A: Actor> {
 
 struct Child {
     id: ActorId,
-    control: mpsc::UnboundedSender<Control>,
+    control: ControlSender,
     join: JoinHandle<()>,
 }
 
@@ -81,8 +82,8 @@ impl<A: Actor> Context<A> {
         id: ActorId,
         system: ActorSystem,
         mailbox: mpsc::WeakSender<Envelope<A>>,
-        control: mpsc::UnboundedSender<Control>,
-        parent: Option<mpsc::UnboundedSender<Control>>,
+        control: ControlSender,
+        parent: Option<ControlSender>,
     ) -> Self {
         Context {
             id,
@@ -295,9 +296,7 @@ impl<A: Actor> Context<A> {
             let envelope = Envelope::<A>::message(notice, None);
             let _ = me.send(Control::Deliver(Box::new(envelope)));
         });
-        if let Err(mpsc::error::SendError(Control::Watch(notify))) =
-            other.control.send(Control::Watch(notify))
-        {
+        if let Err(Control::Watch(notify)) = other.control.send(Control::Watch(notify)) {
             notify(Terminated {
                 id: other.id(),
                 reason: StopReason::AlreadyStopped,

@@ -65,6 +65,7 @@
 
 mod addr;
 mod context;
+mod control;
 mod envelope;
 mod error;
 mod runner;

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::addr::Addr;
 use super::context::Context;
+use super::control::{self, ControlReceiver, ControlSender};
 use super::envelope::Envelope;
 use super::supervisor::{
     Decision, Failure, StopReason, Supervision, SupervisorStrategy, Terminated,
@@ -48,7 +49,7 @@ pub(crate) struct Spawn<A: Actor> {
     pub(crate) factory: Option<Factory<A>>,
     pub(crate) capacity: usize,
     pub(crate) strategy: SupervisorStrategy,
-    pub(crate) parent: Option<mpsc::UnboundedSender<Control>>,
+    pub(crate) parent: Option<ControlSender>,
 }
 
 /// Starts an actor's task; the join handle lets a parent wait for a child.
@@ -58,7 +59,7 @@ pub(crate) fn spawn<A: Actor>(spawn: Spawn<A>) -> (Addr<A>, JoinHandle<()>) {
         "an actor's mailbox capacity must be at least 1"
     );
     let (mailbox, mailbox_rx) = mpsc::channel(spawn.capacity);
-    let (control, control_rx) = mpsc::unbounded_channel();
+    let (control, control_rx) = control::channel();
     let id = spawn.system.track(&control);
     let ctx = Context::new(
         id,
@@ -94,13 +95,13 @@ struct Runner<A: Actor> {
     factory: Option<Factory<A>>,
     ctx: Context<A>,
     mailbox: mpsc::Receiver<Envelope<A>>,
-    control: mpsc::UnboundedReceiver<Control>,
+    control: ControlReceiver,
     supervision: Supervision,
     watchers: Vec<Box<dyn FnOnce(Terminated) + Send>>,
 }
 
 enum Event<A: Actor> {
-    Control(Option<Control>),
+    Control(Control),
     Message(Option<Envelope<A>>),
 }
 
@@ -155,7 +156,7 @@ impl<A: Actor> Runner<A> {
                 }
             }
         };
-        self.terminate(reason).await;
+        Box::pin(self.terminate(reason)).await;
     }
 
     /// Runs the `restarted` (after a restart) and `started` hooks, keeping
@@ -200,10 +201,7 @@ impl<A: Actor> Runner<A> {
                 }
                 // No sender is left: nothing can reach the actor any more.
                 Event::Message(None) => return Ok(()),
-                Event::Control(Some(control)) => self.on_control(control).await?,
-                // The context holds a control sender, so this cannot happen
-                // while the runner lives; stopping is the safe answer.
-                Event::Control(None) => return Ok(()),
+                Event::Control(control) => self.on_control(control).await?,
             }
         }
     }
@@ -242,7 +240,7 @@ impl<A: Actor> Runner<A> {
         // Whatever the hook started must not outlive the actor either.
         self.ctx.stop_owned().await;
         self.control.close();
-        while let Ok(control) = self.control.try_recv() {
+        while let Some(control) = self.control.try_recv() {
             if let Control::Watch(notify) = control {
                 self.watchers.push(notify);
             }

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::addr::Addr;
+use super::control::ControlSender;
 use super::error::{ConfigError, RegistryError};
 use super::runner::{self, Control, Spawn};
 use super::supervisor::SupervisorStrategy;
@@ -33,6 +34,11 @@ impl ActorId {
     /// The raw number.
     pub fn get(self) -> u64 {
         self.0
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: u64) -> Self {
+        ActorId(id)
     }
 }
 
@@ -57,7 +63,7 @@ struct Inner {
     mailbox_capacity: usize,
     next_id: AtomicU64,
     /// Control channels of live actors, for shutdown.
-    actors: Mutex<HashMap<ActorId, mpsc::UnboundedSender<Control>>>,
+    actors: Mutex<HashMap<ActorId, ControlSender>>,
     registry: Mutex<Registry>,
     live: AtomicUsize,
     all_stopped: Notify,
@@ -296,7 +302,7 @@ impl ActorSystem {
     }
 
     /// Starts tracking a new actor; called before its task is spawned.
-    pub(crate) fn track(&self, control: &mpsc::UnboundedSender<Control>) -> ActorId {
+    pub(crate) fn track(&self, control: &ControlSender) -> ActorId {
         let id = ActorId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         self.actors().insert(id, control.clone());
@@ -335,7 +341,7 @@ impl ActorSystem {
         }
     }
 
-    fn actors(&self) -> MutexGuard<'_, HashMap<ActorId, mpsc::UnboundedSender<Control>>> {
+    fn actors(&self) -> MutexGuard<'_, HashMap<ActorId, ControlSender>> {
         // The maps stay consistent even if a holder panicked: every critical
         // section is a single insert or remove.
         self.inner.actors.lock().unwrap_or_else(|e| e.into_inner())
