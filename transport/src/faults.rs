@@ -2,7 +2,7 @@
 //! datagrams between chosen pairs of nodes, and heal.
 //!
 //! [`NetFaults`] is a shared rule table; an endpoint built with
-//! `EndpointBuilder::faults` sends through a [`FaultySocket`] that consults
+//! `EndpointBuilder::faults` sends through a `FaultySocket` that consults
 //! it for every outgoing datagram. Everything above the socket is the real
 //! QUIC stack, so a partition looks to the endpoints exactly like a broken
 //! network: retransmissions, idle timeouts, reconnects.

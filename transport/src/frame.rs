@@ -2,7 +2,7 @@
 //!
 //! Layout of one frame: `u32` big-endian length `n`, then `n` bytes of one
 //! encoded [`Envelope`]. [`decode_frame`] and [`encode_frame`] are pure
-//! functions on bytes (this is what the fuzz target drives); [`FrameReader`]
+//! functions on bytes (this is what the fuzz target drives); `FrameReader`
 //! is the thin async shell that feeds a stream's chunks to the decoder.
 //!
 //! Invariants: a length above the limit is rejected as soon as the 4-byte

@@ -8,7 +8,7 @@
 //!   `<cluster>.shoal.internal`, used to dial "any node" by address),
 //! * client: `client-<name>.<cluster>.shoal.internal`.
 //!
-//! Invariant: [`Peer::from_dns_names`] accepts only names of the given
+//! Invariant: `Peer::from_dns_names` accepts only names of the given
 //! cluster, and only when exactly one identity name is present.
 //! This module does no I/O and no certificate verification.
 
