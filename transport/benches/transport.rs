@@ -31,7 +31,9 @@ fn pair(runtime: &tokio::runtime::Runtime) -> Pair {
         let ca = Ca::generate("bench").unwrap();
         let localhost = "127.0.0.1:0".parse().unwrap();
         let server = Endpoint::builder(ca.issue_node(NodeId::new(1), Validity::days(1)).unwrap())
-            .router(Router::new().unary(ECHO, |req| async move { Ok::<_, RemoteError>(req.payload) }))
+            .router(
+                Router::new().unary(ECHO, |req| async move { Ok::<_, RemoteError>(req.payload) }),
+            )
             .bind(localhost)
             .unwrap();
         let client = Endpoint::builder(ca.issue_node(NodeId::new(2), Validity::days(1)).unwrap())
@@ -86,11 +88,16 @@ fn request_reply(c: &mut Criterion) {
                         let remaining = remaining.clone();
                         tokio::spawn(async move {
                             while remaining
-                                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                                    n.checked_sub(1)
+                                })
                                 .is_ok()
                             {
                                 black_box(
-                                    client.request(NodeId::new(1), ECHO, payload.clone()).await.unwrap(),
+                                    client
+                                        .request(NodeId::new(1), ECHO, payload.clone())
+                                        .await
+                                        .unwrap(),
                                 );
                             }
                         })
@@ -123,7 +130,12 @@ fn request_envelope(payload: Bytes) -> proto::Envelope {
 fn codec(c: &mut Criterion) {
     let max = frame_bytes_max(16 * 1024 * 1024);
     let mut group = c.benchmark_group("codec");
-    for (name, size) in [("64B", 64), ("1KiB", 1024), ("16KiB", 16 * 1024), ("256KiB", 256 * 1024)] {
+    for (name, size) in [
+        ("64B", 64),
+        ("1KiB", 1024),
+        ("16KiB", 16 * 1024),
+        ("256KiB", 256 * 1024),
+    ] {
         let payload = Bytes::from(vec![0x5au8; size]);
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(format!("encode/{name}"), |b| {
@@ -139,7 +151,8 @@ fn codec(c: &mut Criterion) {
         });
         group.bench_function(format!("round_trip/{name}"), |b| {
             b.iter(|| {
-                let frame = encode_frame(&request_envelope(black_box(payload.clone())), max).unwrap();
+                let frame =
+                    encode_frame(&request_envelope(black_box(payload.clone())), max).unwrap();
                 let mut buf = BytesMut::from(frame);
                 decode_frame(&mut buf, max).unwrap().unwrap()
             })

@@ -36,6 +36,7 @@ pub struct Config {
     streams_max: u32,
     uni_streams_max: u32,
     connections_max: usize,
+    inbound_bytes_max: usize,
     stream_window_bytes: u32,
     connection_window_bytes: u32,
     send_window_bytes: u64,
@@ -54,6 +55,7 @@ impl Default for Config {
             streams_max: 1024,
             uni_streams_max: 1024,
             connections_max: 1024,
+            inbound_bytes_max: 256 * 1024 * 1024,
             stream_window_bytes: 4 * 1024 * 1024,
             connection_window_bytes: 32 * 1024 * 1024,
             send_window_bytes: 32 * 1024 * 1024,
@@ -106,6 +108,16 @@ impl Config {
     /// Incoming connections served at once (default 1024); more are refused.
     pub fn connections_max(&self) -> usize {
         self.connections_max
+    }
+
+    /// Bytes of incoming requests buffered or being handled at once, all
+    /// connections together (default 256 MiB). Each request frame is
+    /// charged its size from the moment its length prefix arrives until its
+    /// handler finishes; when the budget is spent, reading pauses and QUIC
+    /// flow control holds the senders back. At least one whole frame
+    /// (`frame_bytes_max` plus the 4-byte prefix).
+    pub fn inbound_bytes_max(&self) -> usize {
+        self.inbound_bytes_max
     }
 
     /// Bytes a peer may send on one stream before we read them (flow
@@ -171,6 +183,14 @@ impl Config {
         }
         if self.connections_max == 0 {
             return fail("connections_max must be at least 1".into());
+        }
+        let frame_with_prefix = self.frame_bytes_max() + frame::FRAME_PREFIX_BYTES;
+        if self.inbound_bytes_max < frame_with_prefix
+            || self.inbound_bytes_max > tokio::sync::Semaphore::MAX_PERMITS
+        {
+            return fail(format!(
+                "inbound_bytes_max must hold at least one whole frame ({frame_with_prefix} bytes)"
+            ));
         }
         const WINDOW_MIN: u32 = 16 * 1024;
         if self.stream_window_bytes < WINDOW_MIN
@@ -248,6 +268,8 @@ impl ConfigBuilder {
         uni_streams_max: u32;
         /// See [`Config::connections_max`].
         connections_max: usize;
+        /// See [`Config::inbound_bytes_max`].
+        inbound_bytes_max: usize;
         /// See [`Config::stream_window_bytes`].
         stream_window_bytes: u32;
         /// See [`Config::connection_window_bytes`].
@@ -298,6 +320,7 @@ mod tests {
             Config::builder().streams_max(0),
             Config::builder().uni_streams_max(0),
             Config::builder().connections_max(0),
+            Config::builder().inbound_bytes_max(1024),
             Config::builder().stream_window_bytes(1),
             Config::builder().connection_window_bytes(1 << 20),
             Config::builder().send_window_bytes(0),

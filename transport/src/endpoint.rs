@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) faults: Option<NetFaults>,
     /// Incoming connections being served.
     pub(crate) connections: AtomicUsize,
+    /// Bytes of incoming requests being received or handled.
+    pub(crate) inbound_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Inner {
@@ -428,7 +430,9 @@ impl EndpointBuilder {
         }
 
         let serving = router.is_some();
+        let inbound_budget = Arc::new(tokio::sync::Semaphore::new(config.inbound_bytes_max()));
         let inner = Arc::new(Inner {
+            inbound_budget,
             config,
             quic,
             client_config,

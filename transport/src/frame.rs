@@ -13,8 +13,11 @@
 //! control lets it send.
 //! This module does not interpret frames (see `call` and `server`).
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::proto::{Envelope, envelope::Body};
 
@@ -144,6 +147,10 @@ pub(crate) struct FrameReader {
     stream: quinn::RecvStream,
     buf: BytesMut,
     frame_bytes_max: usize,
+    /// Memory budget shared by the endpoint's incoming requests, if any.
+    budget: Option<Arc<Semaphore>>,
+    /// This reader's share of the budget: the current frame's size.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl FrameReader {
@@ -152,12 +159,51 @@ impl FrameReader {
             stream,
             buf: BytesMut::new(),
             frame_bytes_max,
+            budget: None,
+            permit: None,
         }
+    }
+
+    /// Charges each frame to `budget` (one permit per byte) before its body
+    /// is buffered; waits while the budget is exhausted, which stops reading
+    /// the stream and so, through QUIC flow control, the sender.
+    pub(crate) fn with_budget(mut self, budget: Arc<Semaphore>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Hands over the budget held for the last frame (to keep it while the
+    /// frame is being handled).
+    pub(crate) fn take_permit(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.permit.take()
+    }
+
+    /// Once a frame's length is known, reserves that many bytes of budget.
+    async fn reserve(&mut self) {
+        let (Some(budget), None) = (&self.budget, &self.permit) else {
+            return;
+        };
+        let Some(prefix) = self.buf.get(..FRAME_PREFIX_BYTES) else {
+            return;
+        };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        if len as usize > self.frame_bytes_max {
+            return; // The decoder refuses it without buffering anything.
+        }
+        let permits = len.saturating_add(FRAME_PREFIX_BYTES as u32);
+        let budget = budget.clone();
+        let permit = match budget.clone().try_acquire_many_owned(permits) {
+            Ok(permit) => Ok(permit),
+            Err(_) => budget.acquire_many_owned(permits).await,
+        };
+        // The semaphore is never closed.
+        self.permit = permit.ok();
     }
 
     /// The next frame, or `None` at a clean end of stream between frames.
     pub(crate) async fn next(&mut self) -> Result<Option<Envelope>, ReadError> {
         loop {
+            self.reserve().await;
             if let Some(envelope) =
                 decode_frame(&mut self.buf, self.frame_bytes_max).map_err(ReadError::Frame)?
             {

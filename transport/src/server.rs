@@ -235,7 +235,8 @@ impl StreamContext {
     }
 
     async fn answer_bi(&self, send: &mut quinn::SendStream, recv: quinn::RecvStream) {
-        let mut reader = FrameReader::new(recv, self.inner.config.frame_bytes_max());
+        let mut reader = FrameReader::new(recv, self.inner.config.frame_bytes_max())
+            .with_budget(self.inner.inbound_budget.clone());
         let body = match self.first_frame(&mut reader).await {
             Ok(body) => body,
             Err(Some(failure)) => {
@@ -245,6 +246,8 @@ impl StreamContext {
             }
             Err(None) => return,
         };
+        // The request stays charged to the inbound budget until answered.
+        let _charge = reader.take_permit();
         // Nothing more is expected from the client on this stream.
         drop(reader);
         let Some(router) = self.inner.router.clone() else {
@@ -326,7 +329,8 @@ impl StreamContext {
     }
 
     async fn answer_uni(&self, recv: quinn::RecvStream) {
-        let mut reader = FrameReader::new(recv, self.inner.config.frame_bytes_max());
+        let mut reader = FrameReader::new(recv, self.inner.config.frame_bytes_max())
+            .with_budget(self.inner.inbound_budget.clone());
         let body = match self.first_frame(&mut reader).await {
             Ok(body) => body,
             // Nobody to answer on a one-way stream: logged and stopped.
@@ -336,6 +340,7 @@ impl StreamContext {
             (Body::OneWay(message), Some(router)) => {
                 match router.call_one_way(self.request(message)) {
                     Ok(handler) => {
+                        let _charge = reader.take_permit();
                         drop(reader);
                         handler.await;
                         return;

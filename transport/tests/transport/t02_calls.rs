@@ -223,3 +223,56 @@ async fn connections_are_reused_and_reestablished() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_inbound_budget_serializes_requests_but_fails_none() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    bounded(async {
+        let ca = Ca::generate("test").unwrap();
+        let base = crate::test_config();
+        // Room for exactly one maximum-size request at a time.
+        let config = shoal_transport::Config::builder()
+            .message_bytes_max(base.message_bytes_max())
+            .inbound_bytes_max(base.frame_bytes_max() + 4)
+            .build()
+            .unwrap();
+        let (active, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let router = {
+            let (active, peak) = (active.clone(), peak.clone());
+            shoal_transport::Router::new().unary(ECHO, move |_req| {
+                let (active, peak) = (active.clone(), peak.clone());
+                async move {
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    Ok(Bytes::from_static(b"done"))
+                }
+            })
+        };
+        let identity = ca
+            .issue_node(NodeId::new(1), shoal_transport::Validity::days(1))
+            .unwrap();
+        let server = shoal_transport::Endpoint::builder(identity)
+            .config(config)
+            .router(router)
+            .bind(crate::localhost())
+            .unwrap();
+        let caller = node(&ca, 2, None);
+        let to = server.local_addr();
+        let payload = Bytes::from(vec![1u8; base.message_bytes_max()]);
+        let calls = (0..16).map(|_| caller.endpoint.request(to, ECHO, payload.clone()));
+        for reply in futures::future::join_all(calls).await {
+            assert_eq!(&reply.unwrap()[..], b"done");
+        }
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            1,
+            "budget did not bound concurrency"
+        );
+        caller.endpoint.shutdown().await;
+        server.shutdown().await;
+    })
+    .await;
+}
