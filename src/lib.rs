@@ -3,6 +3,9 @@
 //!
 //! # Layout
 //! - [`actor`]: the local actor runtime everything else runs on;
+//! - [`entity`]: entity types, handlers, typed clients, and the runtime that
+//!   activates, persists and passivates entities;
+//! - [`Node`]: the embedded entry point (data directory, registered types);
 //! - [`shard`]: the stable entity-id → shard mapping;
 //! - [`Config`]: validated entity-runtime settings and their defaults.
 //!
@@ -11,7 +14,11 @@
 
 pub mod actor;
 mod config;
+pub mod entity;
+mod node;
 pub mod shard;
+
+pub use node::{DATA_FILE_NAME, Node, NodeBuilder, NodeError};
 
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_ENTITY_MAILBOX_CAPACITY,

@@ -1,0 +1,98 @@
+//! [`EntityError`]: why a call to an entity did not produce the handler's
+//! answer.
+
+use std::sync::Arc;
+
+use super::traits::Visibility;
+
+/// Why a call to an entity failed. Errors the handler itself returns (an
+/// activity's `Err`) are not here: they are part of the handler's output.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntityError {
+    /// No entity type with this name is registered on the node.
+    #[error("unknown entity type {0:?}")]
+    UnknownEntityType(String),
+    /// The entity type has no handler with this name.
+    #[error("entity type {entity_type:?} has no handler {handler:?}")]
+    UnknownHandler {
+        /// The entity type.
+        entity_type: String,
+        /// The handler asked for.
+        handler: String,
+    },
+    /// The handler exists but clients may not call it.
+    #[error("handler {handler:?} of {entity_type:?} is {visibility:?}, not callable by clients")]
+    NotCallable {
+        /// The entity type.
+        entity_type: String,
+        /// The handler asked for.
+        handler: String,
+        /// Its visibility.
+        visibility: Visibility,
+    },
+    /// The entity id or type is not a valid storage key (empty, too long).
+    #[error("invalid entity id: {0}")]
+    InvalidEntityId(String),
+    /// Parameters, a reply, or a stored state could not be decoded.
+    #[error("cannot decode {what}: {reason}")]
+    Decode {
+        /// What was being decoded.
+        what: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// A value could not be encoded (a `Serialize` impl failed).
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The encoder's complaint.
+        reason: String,
+    },
+    /// The handler panicked. The entity went on from its last committed
+    /// state; nothing of this call was persisted.
+    #[error("handler {handler:?} panicked: {message}")]
+    HandlerPanicked {
+        /// The handler.
+        handler: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The stored state of this entity cannot be decoded into the current
+    /// `State` type; the entity refuses calls rather than overwrite it.
+    #[error("the stored state of {entity} cannot be decoded: {reason}")]
+    StateUnreadable {
+        /// The entity (type/id).
+        entity: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The storage backend failed; nothing of this call was acknowledged.
+    #[error("storage: {0}")]
+    Storage(Arc<shoal_storage::Error>),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The entity could not be reached after repeated attempts (it kept
+    /// being passivated or restarted under the call).
+    #[error("entity {0} unavailable")]
+    Unavailable(String),
+}
+
+impl EntityError {
+    /// Whether retrying the same call later could succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EntityError::Storage(e) => !e.is_fatal(),
+            EntityError::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<shoal_storage::Error> for EntityError {
+    fn from(e: shoal_storage::Error) -> Self {
+        EntityError::Storage(Arc::new(e))
+    }
+}

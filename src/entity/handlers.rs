@@ -1,0 +1,217 @@
+//! [`Handlers`]: an entity type's table of handlers, and the type-erased
+//! calls the runtime dispatches through.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use shoal_storage::EntityKey;
+
+use super::codec::{decode, encode};
+use super::context::{ActivityContext, RpcContext};
+use super::error::EntityError;
+use super::traits::{Activity, Entity, Method, Rpc, Visibility};
+
+/// The kind of a registered handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandlerKind {
+    /// Read-only, not journaled.
+    Rpc,
+    /// Mutating; state and result commit atomically.
+    Activity,
+    /// Internal read-only helper.
+    Method,
+}
+
+/// What a handler produced, before the runtime persists anything.
+pub(crate) struct Outcome {
+    pub(crate) reply: Bytes,
+    /// An activity that returned `Ok`: its state change must commit.
+    pub(crate) commit: bool,
+}
+
+/// A registered handler, callable with encoded parameters.
+pub(crate) struct Registered<E: Entity> {
+    pub(crate) name: &'static str,
+    pub(crate) kind: HandlerKind,
+    pub(crate) visibility: Visibility,
+    call: Box<dyn ErasedCall<E>>,
+}
+
+impl<E: Entity> Registered<E> {
+    pub(crate) fn call<'a>(
+        &'a self,
+        entity: &'a E,
+        key: &'a EntityKey,
+        state: &'a mut E::State,
+        params: &'a [u8],
+    ) -> BoxFuture<'a, Result<Outcome, EntityError>> {
+        self.call.call(entity, key, state, params)
+    }
+}
+
+trait ErasedCall<E: Entity>: Send + Sync {
+    fn call<'a>(
+        &'a self,
+        entity: &'a E,
+        key: &'a EntityKey,
+        state: &'a mut E::State,
+        params: &'a [u8],
+    ) -> BoxFuture<'a, Result<Outcome, EntityError>>;
+}
+
+/// An entity type's handlers, filled in by [`Entity::handlers`].
+pub struct Handlers<E: Entity> {
+    table: HashMap<&'static str, Arc<Registered<E>>>,
+    duplicates: Vec<&'static str>,
+}
+
+impl<E: Entity> Handlers<E> {
+    pub(crate) fn collect() -> Self {
+        let mut handlers = Handlers {
+            table: HashMap::new(),
+            duplicates: Vec::new(),
+        };
+        E::handlers(&mut handlers);
+        handlers
+    }
+
+    /// Registers a read-only handler.
+    pub fn rpc<H: Rpc<E>>(&mut self, handler: H) -> &mut Self {
+        self.insert(
+            H::NAME,
+            HandlerKind::Rpc,
+            H::VISIBILITY,
+            Box::new(RpcCall(handler)),
+        )
+    }
+
+    /// Registers a mutating handler.
+    pub fn activity<H: Activity<E>>(&mut self, handler: H) -> &mut Self {
+        self.insert(
+            H::NAME,
+            HandlerKind::Activity,
+            H::VISIBILITY,
+            Box::new(ActivityCall(handler)),
+        )
+    }
+
+    /// Registers an internal helper. It is never callable by clients; the
+    /// registration records its name and visibility for composed traits.
+    pub fn method<H: Method<E>>(&mut self, handler: H) -> &mut Self {
+        self.insert(
+            H::NAME,
+            HandlerKind::Method,
+            H::VISIBILITY,
+            Box::new(MethodCall(handler)),
+        )
+    }
+
+    fn insert(
+        &mut self,
+        name: &'static str,
+        kind: HandlerKind,
+        visibility: Visibility,
+        call: Box<dyn ErasedCall<E>>,
+    ) -> &mut Self {
+        match self.table.entry(name) {
+            Entry::Occupied(_) => self.duplicates.push(name),
+            Entry::Vacant(slot) => {
+                slot.insert(Arc::new(Registered {
+                    name,
+                    kind,
+                    visibility,
+                    call,
+                }));
+            }
+        }
+        self
+    }
+
+    /// Names registered more than once (a start-up error).
+    pub(crate) fn duplicates(&self) -> &[&'static str] {
+        &self.duplicates
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Registered<E>>> {
+        self.table.get(name)
+    }
+
+    /// The registered handlers: name, kind and visibility.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, HandlerKind, Visibility)> + '_ {
+        self.table.values().map(|h| (h.name, h.kind, h.visibility))
+    }
+}
+
+struct RpcCall<H>(H);
+
+impl<E: Entity, H: Rpc<E>> ErasedCall<E> for RpcCall<H> {
+    fn call<'a>(
+        &'a self,
+        entity: &'a E,
+        key: &'a EntityKey,
+        state: &'a mut E::State,
+        params: &'a [u8],
+    ) -> BoxFuture<'a, Result<Outcome, EntityError>> {
+        Box::pin(async move {
+            let params: H::Params = decode(params, "parameters")?;
+            let ctx = RpcContext {
+                entity,
+                key,
+                state: &*state,
+            };
+            let output = self.0.run(&ctx, params).await;
+            Ok(Outcome {
+                reply: encode(&output, "reply")?,
+                commit: false,
+            })
+        })
+    }
+}
+
+struct ActivityCall<H>(H);
+
+impl<E: Entity, H: Activity<E>> ErasedCall<E> for ActivityCall<H> {
+    fn call<'a>(
+        &'a self,
+        entity: &'a E,
+        key: &'a EntityKey,
+        state: &'a mut E::State,
+        params: &'a [u8],
+    ) -> BoxFuture<'a, Result<Outcome, EntityError>> {
+        Box::pin(async move {
+            let params: H::Params = decode(params, "parameters")?;
+            let mut ctx = ActivityContext { entity, key, state };
+            let result = self.0.run(&mut ctx, params).await;
+            Ok(Outcome {
+                commit: result.is_ok(),
+                reply: encode(&result, "reply")?,
+            })
+        })
+    }
+}
+
+/// Methods are dispatched directly ([`RpcContext::method`]); this entry only
+/// exists so the table knows the name. Calling it through the table is
+/// refused before it gets here, but answer sanely regardless.
+struct MethodCall<H>(H);
+
+impl<E: Entity, H: Method<E>> ErasedCall<E> for MethodCall<H> {
+    fn call<'a>(
+        &'a self,
+        _entity: &'a E,
+        key: &'a EntityKey,
+        _state: &'a mut E::State,
+        _params: &'a [u8],
+    ) -> BoxFuture<'a, Result<Outcome, EntityError>> {
+        let error = EntityError::NotCallable {
+            entity_type: key.entity_type().to_owned(),
+            handler: H::NAME.to_owned(),
+            visibility: H::VISIBILITY,
+        };
+        Box::pin(async move { Err(error) })
+    }
+}

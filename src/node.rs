@@ -1,0 +1,367 @@
+//! [`Node`]: the embedded entry point — a data directory, the registered
+//! entity types, typed clients, and a graceful shutdown.
+//!
+//! The single-node `Node` writes straight to its local redb file (group
+//! commit, no consensus round trip). The same entity code will run unchanged
+//! when clustering arrives: only the node's builder changes.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use shoal_storage::{MemoryStorage, RedbConfig, RedbStorage, Storage};
+
+use crate::actor::ActorSystem;
+use crate::entity::runtime::{Caller, EntityType, Runtime};
+use crate::entity::{Entity, EntityClient, EntityError, Handlers};
+use crate::{Config, ConfigError};
+
+/// The name of the data file inside a node's data directory.
+pub const DATA_FILE_NAME: &str = "shoal.redb";
+
+/// A running node. Cheap to clone; clones share everything.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use shoal::entity::{Activity, ActivityContext, Entity, Handlers, Visibility};
+/// # struct Counter;
+/// # #[derive(Default, Serialize, Deserialize)]
+/// # struct Count { value: i64 }
+/// # impl Entity for Counter {
+/// #     const NAME: &'static str = "Counter";
+/// #     type State = Count;
+/// #     fn handlers(h: &mut Handlers<Self>) { h.activity(Add); }
+/// # }
+/// # struct Add;
+/// # impl Activity<Counter> for Add {
+/// #     const NAME: &'static str = "add";
+/// #     const VISIBILITY: Visibility = Visibility::Public;
+/// #     type Params = i64;
+/// #     type Output = i64;
+/// #     type Error = String;
+/// #     async fn run(&self, ctx: &mut ActivityContext<'_, Counter>, by: i64) -> Result<i64, String> {
+/// #         ctx.state_mut().value += by;
+/// #         Ok(ctx.state().value)
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let node = shoal::Node::builder()
+///     .data_dir(dir.path())
+///     .register(Counter)
+///     .start()
+///     .await?;
+/// let c1 = node.client::<Counter>("c-1");
+/// assert_eq!(c1.call(Add, 2).await??, 2);
+/// node.shutdown().await?;
+///
+/// // The state survives the restart.
+/// let node = shoal::Node::builder().data_dir(dir.path()).register(Counter).start().await?;
+/// assert_eq!(node.client::<Counter>("c-1").call(Add, 3).await??, 5);
+/// node.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Arc<Runtime>,
+    types: HashMap<&'static str, Registered>,
+    data_file: Option<PathBuf>,
+}
+
+struct Registered {
+    typed: Arc<dyn Any + Send + Sync>,
+    erased: Arc<dyn ErasedType>,
+}
+
+/// An entity type without its Rust type, for calls by name.
+trait ErasedType: Send + Sync {
+    fn invoke(
+        &self,
+        id: &str,
+        handler: &str,
+        params: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, EntityError>>;
+    fn active_count(&self) -> usize;
+}
+
+struct Erased<E: Entity>(Arc<EntityType<E>>);
+
+impl<E: Entity> ErasedType for Erased<E> {
+    fn invoke(
+        &self,
+        id: &str,
+        handler: &str,
+        params: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, EntityError>> {
+        let ty = self.0.clone();
+        let key = ty.key(id);
+        let handler = handler.to_owned();
+        Box::pin(async move {
+            ty.invoke(&key?, &handler, params, None, Caller::Client)
+                .await
+        })
+    }
+
+    fn active_count(&self) -> usize {
+        self.0.active_count()
+    }
+}
+
+type Registration =
+    Box<dyn FnOnce(&Arc<Runtime>) -> Result<(&'static str, Registered), NodeError> + Send>;
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    storage: StorageChoice,
+    config: Config,
+    registrations: Vec<Registration>,
+}
+
+enum StorageChoice {
+    DataDir(PathBuf),
+    Memory,
+    Custom(Arc<dyn Storage>),
+}
+
+impl NodeBuilder {
+    /// Keeps the node's data in `dir` (created if missing), in the redb file
+    /// [`DATA_FILE_NAME`]. The default is an in-memory node.
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.storage = StorageChoice::DataDir(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Keeps everything in memory (lost at shutdown): for tests.
+    pub fn in_memory(mut self) -> Self {
+        self.storage = StorageChoice::Memory;
+        self
+    }
+
+    /// Uses an already opened storage backend.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = StorageChoice::Custom(storage);
+        self
+    }
+
+    /// The entity runtime settings (default [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers an entity type; `entity` is shared by all its activations.
+    pub fn register<E: Entity>(mut self, entity: E) -> Self {
+        self.registrations
+            .push(Box::new(move |runtime: &Arc<Runtime>| {
+                let handlers = Handlers::<E>::collect();
+                if let Some(handler) = handlers.duplicates().first() {
+                    return Err(NodeError::DuplicateHandler {
+                        entity_type: E::NAME,
+                        handler,
+                    });
+                }
+                let ty = Arc::new(EntityType::new(entity, handlers, runtime.clone()));
+                Ok((
+                    E::NAME,
+                    Registered {
+                        typed: ty.clone(),
+                        erased: Arc::new(Erased(ty)),
+                    },
+                ))
+            }));
+        self
+    }
+
+    /// Opens the storage and starts the node. Must run inside a tokio
+    /// runtime.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let (storage, data_file): (Arc<dyn Storage>, _) = match self.storage {
+            StorageChoice::Memory => (Arc::new(MemoryStorage::new()), None),
+            StorageChoice::Custom(storage) => (storage, None),
+            StorageChoice::DataDir(dir) => {
+                let path = dir.join(DATA_FILE_NAME);
+                let opened = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || -> Result<RedbStorage, NodeError> {
+                        std::fs::create_dir_all(&dir).map_err(|source| NodeError::DataDir {
+                            path: dir.clone(),
+                            source: Arc::new(source),
+                        })?;
+                        let config = RedbConfig::builder(&path).build()?;
+                        Ok(RedbStorage::open(config)?)
+                    }
+                })
+                .await
+                .map_err(|e| match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // Only a runtime that is shutting down cancels it.
+                    Err(_) => NodeError::NoRuntime,
+                })??;
+                (Arc::new(opened), Some(path))
+            }
+        };
+        let system = ActorSystem::builder()
+            .build()
+            .map_err(|_| NodeError::NoRuntime)?;
+        let runtime = Arc::new(Runtime {
+            storage,
+            system,
+            config: self.config,
+            shutting_down: AtomicBool::new(false),
+        });
+        let mut types = HashMap::new();
+        for registration in self.registrations {
+            let (name, registered) = registration(&runtime)?;
+            match types.entry(name) {
+                Entry::Occupied(_) => return Err(NodeError::DuplicateEntityType(name)),
+                Entry::Vacant(slot) => {
+                    slot.insert(registered);
+                }
+            }
+        }
+        if let Some(path) = &data_file {
+            tracing::info!(path = %path.display(), entity_types = types.len(), "node started");
+        }
+        Ok(Node {
+            inner: Arc::new(Inner {
+                runtime,
+                types,
+                data_file,
+            }),
+        })
+    }
+}
+
+impl Node {
+    /// A builder for an in-memory node with default settings.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            storage: StorageChoice::Memory,
+            config: Config::default(),
+            registrations: Vec::new(),
+        }
+    }
+
+    /// A typed client for entity `id` of type `E`. If `E` is not registered
+    /// or `id` is not a valid entity id, every call returns the error.
+    pub fn client<E: Entity>(&self, id: impl AsRef<str>) -> EntityClient<E> {
+        let ty = self
+            .inner
+            .types
+            .get(E::NAME)
+            .and_then(|r| r.typed.clone().downcast::<EntityType<E>>().ok())
+            .ok_or_else(|| EntityError::UnknownEntityType(E::NAME.to_owned()));
+        EntityClient::new(ty, id.as_ref())
+    }
+
+    /// Calls a handler by name with MessagePack-encoded parameters; the
+    /// answer is MessagePack too. This is how calls arrive from outside the
+    /// process (the CLI, other nodes); typed code uses [`Node::client`].
+    pub async fn call_raw(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        handler: &str,
+        params: Bytes,
+    ) -> Result<Bytes, EntityError> {
+        let ty = self
+            .inner
+            .types
+            .get(entity_type)
+            .ok_or_else(|| EntityError::UnknownEntityType(entity_type.to_owned()))?;
+        ty.erased.invoke(entity_id, handler, params).await
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.runtime.config
+    }
+
+    /// The redb data file, for a node with a data directory.
+    pub fn data_file(&self) -> Option<&Path> {
+        self.inner.data_file.as_deref()
+    }
+
+    /// How many entities are active (in memory) across all types.
+    pub fn active_entities(&self) -> usize {
+        self.inner
+            .types
+            .values()
+            .map(|r| r.erased.active_count())
+            .sum()
+    }
+
+    /// Stops taking calls, lets every entity finish the call it is handling
+    /// and stop, then flushes and closes the storage. Calls made afterwards
+    /// fail with [`EntityError::ShuttingDown`].
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        let runtime = &self.inner.runtime;
+        runtime.shutting_down.store(true, Ordering::Release);
+        runtime.system.shutdown().await;
+        runtime.storage.flush().await?;
+        runtime.storage.close().await?;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("data_file", &self.inner.data_file)
+            .field("entity_types", &self.inner.types.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// An invalid setting.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The storage could not be opened, flushed or closed (a corrupt or
+    /// foreign data file is reported here, with its path).
+    #[error("storage: {0}")]
+    Storage(Arc<shoal_storage::Error>),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: Arc<std::io::Error>,
+    },
+    /// Two registered entity types share a name.
+    #[error("entity type {0:?} is registered twice")]
+    DuplicateEntityType(&'static str),
+    /// An entity type registers two handlers with one name.
+    #[error("entity type {entity_type:?} registers handler {handler:?} twice")]
+    DuplicateHandler {
+        /// The entity type.
+        entity_type: &'static str,
+        /// The handler name.
+        handler: &'static str,
+    },
+    /// `start` ran outside a tokio runtime.
+    #[error("a node must start inside a tokio runtime")]
+    NoRuntime,
+}
+
+impl From<shoal_storage::Error> for NodeError {
+    fn from(e: shoal_storage::Error) -> Self {
+        NodeError::Storage(Arc::new(e))
+    }
+}
