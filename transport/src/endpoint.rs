@@ -89,6 +89,11 @@ impl Drop for Guard {
 /// requests, one-way messages and stream requests to other endpoints.
 /// Cheap to clone; all clones share the socket and connections.
 ///
+/// Call [`shutdown`](Self::shutdown) to stop it. Dropping the last handle
+/// also signals shutdown, but a handle captured by a handler of the
+/// endpoint's own router keeps it alive: shut such endpoints down
+/// explicitly.
+///
 /// ```
 /// use bytes::Bytes;
 /// use shoal_transport::{Ca, Endpoint, Kind, NodeId, RemoteError, Router, Validity};
@@ -198,13 +203,28 @@ impl Endpoint {
         if let Some(conn) = slot.live() {
             return Ok(conn);
         }
+        let seen = slot.dials_done();
         let _dialing = slot.dial_lock().await;
         if let Some(conn) = slot.live() {
             return Ok(conn);
         }
-        let conn = self.dial(dest).await?;
-        slot.set(conn.clone());
-        Ok(conn)
+        // A dial ran while we waited and failed: share its outcome.
+        if slot.dials_done() != seen {
+            if let Some(failure) = slot.failure() {
+                return Err(failure);
+            }
+        }
+        match self.dial(dest).await {
+            Ok(conn) => {
+                slot.set(conn.clone());
+                slot.dial_done(None);
+                Ok(conn)
+            }
+            Err(e) => {
+                slot.dial_done(Some(&e));
+                Err(e)
+            }
+        }
     }
 
     /// Forgets `conn` for `dest` after it failed.
@@ -293,10 +313,14 @@ fn connect_error(addr: SocketAddr, error: quinn::ConnectionError) -> Error {
 
 /// Classifies a connection that failed after the handshake.
 pub(crate) fn connection_error(addr: SocketAddr, error: quinn::ConnectionError) -> Error {
-    refusal(addr, &error).unwrap_or_else(|| match error {
+    if let Some(refused) = refusal(addr, &error) {
+        warn!(remote = %addr, error = %refused, "connection refused by peer");
+        return refused;
+    }
+    match error {
         quinn::ConnectionError::LocallyClosed => Error::Shutdown,
         other => Error::ConnectionLost(other.to_string()),
-    })
+    }
 }
 
 /// `Some(Refused)` if `error` means a side refused the other's certificate,

@@ -104,6 +104,24 @@ impl Error {
         }
     }
 
+    /// A copy of a dial failure, handed to the callers that waited on that
+    /// dial; `None` for errors a dial does not produce.
+    pub(crate) fn replay(&self) -> Option<Error> {
+        Some(match self {
+            Error::Connect { addr, reason } => Error::Connect {
+                addr: *addr,
+                reason: reason.clone(),
+            },
+            Error::Refused { addr, reason } => Error::Refused {
+                addr: *addr,
+                reason: reason.clone(),
+            },
+            Error::UnknownNode(node) => Error::UnknownNode(*node),
+            Error::Shutdown => Error::Shutdown,
+            _ => return None,
+        })
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),

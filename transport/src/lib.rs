@@ -17,6 +17,24 @@
 //! * `pool`: address book and one reusable connection per destination.
 //! * [`faults`]: [`NetFaults`], UDP-level fault injection for tests.
 //!
+//! # Wire format
+//! * QUIC v1, TLS 1.3 only, ALPN `shoal/1` ([`ALPN`]; configurable), a
+//!   certificate required on both sides and verified against the cluster
+//!   CA only.
+//! * Each request travels on its own QUIC stream, which is what correlates
+//!   it with its answer. Unary and streaming requests use a bidirectional
+//!   stream, one-way messages a unidirectional one.
+//! * Each stream carries frames: `u32` big-endian length, then one
+//!   protobuf `shoal.transport.v1.Envelope` whose `body` is one of
+//!   `request`, `one_way`, `stream_request`, `reply`, `stream_item`,
+//!   `stream_end`, `failure`.
+//! * Unary: `request` → `reply` | `failure`. Streaming: `stream_request` →
+//!   `stream_item`* then `stream_end` | `failure`. One-way: `one_way`, no
+//!   answer. The sender finishes its side after its request frame.
+//! * Failures carry an [`ErrorCode`]; the same numbers are the QUIC stream
+//!   stop/reset codes. Connection close codes are in
+//!   [`endpoint::close_code`].
+//!
 //! # What this crate does not do
 //! It knows nothing about entities, shards or Raft: payloads are opaque
 //! bytes routed by a numeric [`Kind`]. It does not retry calls that may

@@ -1,17 +1,21 @@
 //! Outgoing connections: the address book (node id → address) and one
 //! reusable QUIC connection per destination.
 //!
-//! Invariants: at most one dial per destination is in progress at a time
-//! (callers arriving meanwhile wait for it, bounded by the connect
-//! timeout); a connection that has closed is never handed out again, the
-//! next caller dials a fresh one. Changing a node's address drops its
+//! Invariants: at most one dial per destination is in progress at a time;
+//! callers arriving meanwhile wait for it (bounded by the connect timeout)
+//! and share its outcome, success or failure, so a dead peer costs one
+//! connect timeout per wave of callers, not one per caller. A connection
+//! that has closed is never handed out again; the next caller dials a
+//! fresh one. Changing a node's address drops its
 //! pooled connection.
 //! This module does not dial (the endpoint does) and does not retry.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use crate::error::Error;
 use crate::id::NodeId;
 
 /// Where a call goes.
@@ -51,9 +55,29 @@ impl From<SocketAddr> for Dest {
 pub(crate) struct Slot {
     current: Mutex<Option<quinn::Connection>>,
     dialing: tokio::sync::Mutex<()>,
+    /// Number of dials finished; lets a waiter see that one ran meanwhile.
+    dials_done: AtomicU64,
+    /// Outcome of the last dial if it failed.
+    last_failure: Mutex<Option<Error>>,
 }
 
 impl Slot {
+    /// Dials finished so far.
+    pub(crate) fn dials_done(&self) -> u64 {
+        self.dials_done.load(Ordering::Acquire)
+    }
+
+    /// Records a dial's outcome: its failure, or `None` after a success.
+    pub(crate) fn dial_done(&self, failure: Option<&Error>) {
+        *lock(&self.last_failure) = failure.and_then(Error::replay);
+        self.dials_done.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The last dial's failure, for callers that waited on it.
+    pub(crate) fn failure(&self) -> Option<Error> {
+        lock(&self.last_failure).as_ref().and_then(Error::replay)
+    }
+
     /// The pooled connection, if it is still open.
     pub(crate) fn live(&self) -> Option<quinn::Connection> {
         let current = lock(&self.current);

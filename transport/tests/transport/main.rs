@@ -30,6 +30,7 @@ pub const NOTE: Kind = Kind(4);
 pub const SLOW: Kind = Kind(5);
 pub const WHO: Kind = Kind(6);
 pub const BIG: Kind = Kind(7);
+pub const CHUNKS: Kind = Kind(8);
 
 pub fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -78,6 +79,14 @@ pub fn test_router(notes: Notes) -> Router {
         .one_way(NOTE, move |req| {
             let notes = notes.clone();
             async move { notes.lock().unwrap().push(req.payload) }
+        })
+        .streaming(CHUNKS, |req| async move {
+            // A snapshot-like transfer: payload[0] chunks of 64 KiB.
+            let n = req.payload.first().copied().unwrap_or(0);
+            let chunk = Bytes::from(vec![0x42u8; 64 * 1024]);
+            Ok(futures::stream::iter(
+                (0..n).map(move |_| Ok(chunk.clone())),
+            ))
         })
         .streaming(COUNT, |req| async move {
             let n = req.payload.first().copied().unwrap_or(0);

@@ -72,6 +72,21 @@ async fn every_call_shape_works() {
         );
         assert!(collect(&caller.endpoint, to, 0).await.is_empty());
 
+        info!("--- a large streamed transfer is paced by flow control");
+        let mut chunks = caller
+            .endpoint
+            .request_stream(to, crate::CHUNKS, Bytes::from(vec![200u8]))
+            .await
+            .unwrap();
+        let (mut count, mut total) = (0, 0);
+        while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.iter().all(|b| *b == 0x42));
+            count += 1;
+            total += chunk.len();
+        }
+        assert_eq!((count, total), (200, 200 * 64 * 1024));
+
         caller.endpoint.shutdown().await;
         server.endpoint.shutdown().await;
     })
@@ -273,6 +288,38 @@ async fn a_small_inbound_budget_serializes_requests_but_fails_none() {
         );
         caller.endpoint.shutdown().await;
         server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn callers_waiting_on_a_failed_dial_share_its_failure() {
+    bounded(async {
+        let ca = Ca::generate("test").unwrap();
+        let caller = node(&ca, 2, None);
+        // Nobody listens there: each dial costs the 2 s connect timeout.
+        let silent = std::net::UdpSocket::bind(crate::localhost()).unwrap();
+        let to = silent.local_addr().unwrap();
+        let started = std::time::Instant::now();
+        let calls = (0..8).map(|_| {
+            caller
+                .endpoint
+                .request_with_timeout(to, ECHO, Bytes::new(), Duration::from_secs(10))
+        });
+        for result in futures::future::join_all(calls).await {
+            let error = result.unwrap_err();
+            assert!(
+                matches!(error, Error::Connect { .. }) && error.is_retryable(),
+                "{error:?}"
+            );
+        }
+        // One connect timeout for all eight, not eight in a row.
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        caller.endpoint.shutdown().await;
     })
     .await;
 }
