@@ -209,10 +209,10 @@ impl Endpoint {
             return Ok(conn);
         }
         // A dial ran while we waited and failed: share its outcome.
-        if slot.dials_done() != seen {
-            if let Some(failure) = slot.failure() {
-                return Err(failure);
-            }
+        if slot.dials_done() != seen
+            && let Some(failure) = slot.failure()
+        {
+            return Err(failure);
         }
         match self.dial(dest).await {
             Ok(conn) => {
