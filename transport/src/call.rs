@@ -241,11 +241,10 @@ fn write_error(error: quinn::WriteError, addr: SocketAddr) -> Error {
 fn read_error(error: quinn::ReadError, addr: SocketAddr) -> Error {
     match error {
         quinn::ReadError::ConnectionLost(e) => connection_error(addr, e),
-        quinn::ReadError::Reset(code) if code == ErrorCode::ShuttingDown.var_int() => {
-            Error::Remote(RemoteError::new(
-                ErrorCode::ShuttingDown,
-                "peer is shutting down",
-            ))
+        // Codes of ours (0 is quinn's default for an abandoned stream).
+        quinn::ReadError::Reset(code) if code.into_inner() > 0 && code.into_inner() <= 255 => {
+            let code = ErrorCode::from_wire(code.into_inner() as i32);
+            Error::Remote(RemoteError::new(code, "peer reset the stream"))
         }
         quinn::ReadError::Reset(code) => {
             Error::ConnectionLost(format!("peer reset the stream with code {code}"))

@@ -379,11 +379,18 @@ impl StreamContext {
 
     /// Writes one frame; false if the stream is gone.
     async fn write(&self, send: &mut quinn::SendStream, body: Body) -> bool {
-        let frame = match encode_frame(&envelope(body), self.inner.config.frame_bytes_max()) {
+        let max = self.inner.config.frame_bytes_max();
+        // Payloads were bounded by check_reply; only a failure with huge
+        // application details can still be too large: send it without them.
+        let frame = encode_frame(&envelope(body), max).or_else(|e| {
+            warn!(remote = %self.remote, peer = %self.peer, error = %e, "answer too large, sending a failure instead");
+            let failure = RemoteError::new(ErrorCode::Internal, format!("answer too large: {e}"));
+            encode_frame(&envelope(Body::Failure(failure.to_proto())), max)
+        });
+        let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
-                // check_reply bounds payloads, so only an internal bug gets here.
-                warn!(error = %e, "could not encode a reply frame");
+                warn!(error = %e, "could not encode a failure frame");
                 let _ = send.reset(ErrorCode::Internal.var_int());
                 return false;
             }

@@ -414,7 +414,9 @@ impl fmt::Debug for Identity {
 /// one CA: copy `ca.pem` and `ca.key` into the other nodes' `tls/` folders
 /// before their first start.
 ///
-/// Fails if existing files belong to another node id or cluster.
+/// Once `node.pem` and `node.key` exist only `ca.pem` is needed (the CA key
+/// can then be removed). Fails if existing files belong to another node id
+/// or cluster.
 pub fn dev_bootstrap(data_dir: &Path, cluster: &str, node: NodeId) -> Result<Identity> {
     let dir = data_dir.join("tls");
     warn!(
@@ -426,35 +428,37 @@ pub fn dev_bootstrap(data_dir: &Path, cluster: &str, node: NodeId) -> Result<Ide
     fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let path = |name: &str| -> PathBuf { dir.join(name) };
     let (ca_cert, ca_key) = (path("ca.pem"), path("ca.key"));
-    let ca = if ca_cert.exists() || ca_key.exists() {
-        Ca::load(&ca_cert, &ca_key)?
-    } else {
-        let ca = Ca::generate(cluster)?;
-        ca.save(&ca_cert, &ca_key)?;
-        warn!(path = %ca_cert.display(), cluster, "DEVELOPMENT TLS MODE: created a new cluster CA");
-        ca
-    };
-    if ca.cluster() != cluster {
-        return Err(Error::Config(format!(
-            "{} is the CA of cluster {:?}, not {cluster:?}",
-            ca_cert.display(),
-            ca.cluster()
-        )));
-    }
     let (node_cert, node_key) = (path("node.pem"), path("node.key"));
     let identity = if node_cert.exists() || node_key.exists() {
+        // Issued before: the CA key is not needed any more.
         Identity::load(&ca_cert, &node_cert, &node_key)?
     } else {
+        let ca = if ca_cert.exists() || ca_key.exists() {
+            Ca::load(&ca_cert, &ca_key)?
+        } else {
+            let ca = Ca::generate(cluster)?;
+            ca.save(&ca_cert, &ca_key)?;
+            warn!(path = %ca_cert.display(), cluster, "DEVELOPMENT TLS MODE: created a new cluster CA");
+            ca
+        };
+        if ca.cluster() != cluster {
+            return Err(Error::Config(format!(
+                "{} is the CA of cluster {:?}, not {cluster:?}",
+                ca_cert.display(),
+                ca.cluster()
+            )));
+        }
         let identity = ca.issue_node(node, Validity::days(365))?;
         identity.save(&node_cert, &node_key)?;
         info!(path = %node_cert.display(), %node, "development TLS mode: issued node certificate");
         identity
     };
-    if identity.peer() != &Peer::Node(node) {
+    if identity.cluster() != cluster || identity.peer() != &Peer::Node(node) {
         return Err(Error::Config(format!(
-            "{} belongs to {}, not {node}",
+            "{} belongs to {} of cluster {:?}, not {node} of {cluster:?}",
             node_cert.display(),
-            identity.peer()
+            identity.peer(),
+            identity.cluster()
         )));
     }
     Ok(identity)
@@ -606,10 +610,13 @@ mod tests {
         assert_eq!(second.cert_pem(), first.cert_pem());
         assert!(dev_bootstrap(dir.path(), "dev", NodeId::new(2)).is_err());
         assert!(dev_bootstrap(dir.path(), "other", NodeId::new(1)).is_err());
+        // Once issued, the node no longer needs the CA key.
+        fs::remove_file(dir.path().join("tls/ca.key")).unwrap();
+        dev_bootstrap(dir.path(), "dev", NodeId::new(1)).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join("tls/ca.key"))
+            let mode = fs::metadata(dir.path().join("tls/node.key"))
                 .unwrap()
                 .permissions()
                 .mode();
