@@ -9,6 +9,7 @@
 //! whether it is idempotent).
 //! This module does not serve requests (see `server`).
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,8 +17,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use futures::stream::BoxStream;
-
-use std::net::SocketAddr;
 
 use crate::endpoint::{Endpoint, connection_error};
 use crate::error::{Error, ErrorCode, RemoteError, Result};
