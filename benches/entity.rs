@@ -108,7 +108,8 @@ fn durable(c: &mut Criterion) {
             n += 1;
             let key = format!("\0\0\0\x07Counter/c-{n}");
             let mut txn = raw.begin_write().expect("write txn");
-            txn.set_durability(Durability::Immediate).expect("durability");
+            txn.set_durability(Durability::Immediate)
+                .expect("durability");
             txn.open_table(table)
                 .expect("table")
                 .insert(key.as_bytes(), state.as_slice())
@@ -145,7 +146,9 @@ fn durable(c: &mut Criterion) {
 
 fn rpc(c: &mut Criterion) {
     let rt = runtime();
-    let node = rt.block_on(Node::builder().register(Counter).start()).expect("node");
+    let node = rt
+        .block_on(Node::builder().register(Counter).start())
+        .expect("node");
     let client = node.client::<Counter>("warm");
     rt.block_on(client.call(Get, ())).expect("activate");
     let system = rt.block_on(async { ActorSystem::new() });
