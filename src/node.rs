@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -94,6 +94,8 @@ trait ErasedType: Send + Sync {
         params: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, EntityError>>;
     fn active_count(&self) -> usize;
+    fn resume_pending(&self) -> BoxFuture<'static, Result<usize, EntityError>>;
+    fn abort_workflows(&self);
 }
 
 struct Erased<E: Entity>(Arc<EntityType<E>>);
@@ -116,6 +118,15 @@ impl<E: Entity> ErasedType for Erased<E> {
 
     fn active_count(&self) -> usize {
         self.0.active_count()
+    }
+
+    fn resume_pending(&self) -> BoxFuture<'static, Result<usize, EntityError>> {
+        let ty = self.0.clone();
+        Box::pin(async move { ty.resume_pending().await })
+    }
+
+    fn abort_workflows(&self) {
+        self.0.abort_workflows();
     }
 }
 
@@ -220,6 +231,7 @@ impl NodeBuilder {
             system,
             config: self.config,
             shutting_down: AtomicBool::new(false),
+            types: OnceLock::new(),
         });
         let mut types = HashMap::new();
         for registration in self.registrations {
@@ -231,8 +243,23 @@ impl NodeBuilder {
                 }
             }
         }
+        let typed = types
+            .iter()
+            .map(|(name, r)| (*name, r.typed.clone()))
+            .collect();
+        // Set once, right here, before any call can run.
+        let _ = runtime.types.set(typed);
+        // Resume the workflow executions a crash or shutdown left pending.
+        let mut resumed = 0;
+        for registered in types.values() {
+            resumed += registered
+                .erased
+                .resume_pending()
+                .await
+                .map_err(NodeError::Resume)?;
+        }
         if let Some(path) = &data_file {
-            tracing::info!(path = %path.display(), entity_types = types.len(), "node started");
+            tracing::info!(path = %path.display(), entity_types = types.len(), resumed, "node started");
         }
         Ok(Node {
             inner: Arc::new(Inner {
@@ -310,6 +337,9 @@ impl Node {
         let runtime = &self.inner.runtime;
         runtime.shutting_down.store(true, Ordering::Release);
         runtime.system.shutdown().await;
+        for registered in self.inner.types.values() {
+            registered.erased.abort_workflows();
+        }
         runtime.storage.flush().await?;
         runtime.storage.close().await?;
         Ok(())
@@ -355,6 +385,9 @@ pub enum NodeError {
         /// The handler name.
         handler: &'static str,
     },
+    /// Pending workflow executions could not be read at start-up.
+    #[error("cannot resume pending workflows: {0}")]
+    Resume(EntityError),
     /// `start` ran outside a tokio runtime.
     #[error("a node must start inside a tokio runtime")]
     NoRuntime,

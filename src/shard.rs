@@ -80,7 +80,13 @@ pub fn shard_of(group: ShardGroup, entity_id: &str, shards_per_group: u32) -> Sh
     );
     let index = entity_hash(entity_id) % u64::from(shards_per_group);
     // `index` < 2^16 by the assertion above.
-    ShardId::new((u32::from(group.0) << 16) | index as u32)
+    shard_id(group, index as u32)
+}
+
+/// The shard with `index` (below 2^16) in `group`.
+pub(crate) fn shard_id(group: ShardGroup, index: u32) -> ShardId {
+    debug_assert!(index < MAX_SHARDS_PER_GROUP);
+    ShardId::new((u32::from(group.0) << 16) | index)
 }
 
 /// The group and the index within it of a shard made by [`shard_of`].

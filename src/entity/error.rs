@@ -74,6 +74,23 @@ pub enum EntityError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// A resumed workflow asked for a different step than its journal
+    /// recorded: its code changed while an execution was in flight. The
+    /// execution stops and stays pending; deploy code that replays the
+    /// journal, or remove the execution.
+    #[error(
+        "workflow execution {execution} diverged from its journal at step {step}: journaled {journaled}, now {requested}"
+    )]
+    JournalDivergence {
+        /// The execution id (hex).
+        execution: String,
+        /// The step index.
+        step: u32,
+        /// What the journal recorded at that step.
+        journaled: String,
+        /// What the code asked for now.
+        requested: String,
+    },
     /// The entity could not be reached after repeated attempts (it kept
     /// being passivated or restarted under the call).
     #[error("entity {0} unavailable")]
@@ -88,6 +105,20 @@ impl EntityError {
             EntityError::Unavailable(_) => true,
             _ => false,
         }
+    }
+}
+
+impl EntityError {
+    /// Errors that must not become a workflow execution's recorded result:
+    /// the execution stays pending and resumes later instead.
+    pub(crate) fn interrupts_workflow(&self) -> bool {
+        matches!(
+            self,
+            EntityError::Storage(_)
+                | EntityError::ShuttingDown
+                | EntityError::Unavailable(_)
+                | EntityError::JournalDivergence { .. }
+        )
     }
 }
 

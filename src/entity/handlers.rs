@@ -12,7 +12,8 @@ use shoal_storage::EntityKey;
 use super::codec::{decode, encode};
 use super::context::{ActivityContext, RpcContext};
 use super::error::EntityError;
-use super::traits::{Activity, Entity, Method, Rpc, Visibility};
+use super::traits::{Activity, Entity, Method, Rpc, Visibility, Workflow};
+use super::workflow::WorkflowContext;
 
 /// The kind of a registered handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum HandlerKind {
     Activity,
     /// Internal read-only helper.
     Method,
+    /// Durable orchestration, journaled and replayed.
+    Workflow,
 }
 
 /// What a handler produced, before the runtime persists anything.
@@ -38,7 +41,14 @@ pub(crate) struct Registered<E: Entity> {
     pub(crate) name: &'static str,
     pub(crate) kind: HandlerKind,
     pub(crate) visibility: Visibility,
-    call: Box<dyn ErasedCall<E>>,
+    body: Body<E>,
+}
+
+enum Body<E: Entity> {
+    /// Runs inside the entity's actor.
+    Call(Box<dyn ErasedCall<E>>),
+    /// Runs as its own task, stepping through the entity's actor.
+    Workflow(Box<dyn ErasedWorkflow<E>>),
 }
 
 impl<E: Entity> Registered<E> {
@@ -49,8 +59,39 @@ impl<E: Entity> Registered<E> {
         state: &'a mut E::State,
         params: &'a [u8],
     ) -> BoxFuture<'a, Result<Outcome, EntityError>> {
-        self.call.call(entity, key, state, params)
+        match &self.body {
+            Body::Call(call) => call.call(entity, key, state, params),
+            Body::Workflow(_) => {
+                let error = EntityError::UnknownHandler {
+                    entity_type: E::NAME.to_owned(),
+                    handler: format!("{} (a workflow, not an actor call)", self.name),
+                };
+                Box::pin(async move { Err(error) })
+            }
+        }
     }
+
+    pub(crate) fn workflow(&self) -> Option<&dyn ErasedWorkflow<E>> {
+        match &self.body {
+            Body::Workflow(workflow) => Some(workflow.as_ref()),
+            Body::Call(_) => None,
+        }
+    }
+}
+
+/// A registered workflow, callable with encoded parameters.
+pub(crate) trait ErasedWorkflow<E: Entity>: Send + Sync {
+    /// The handler's own idempotency key for these parameters, if it
+    /// defines one.
+    fn custom_key(&self, params: &[u8]) -> Result<Option<String>, EntityError>;
+
+    /// Runs (or replays) the body; answers with the encoded
+    /// `Result<Output, Error>`.
+    fn run<'a>(
+        &'a self,
+        ctx: &'a mut WorkflowContext<E>,
+        params: &'a [u8],
+    ) -> BoxFuture<'a, Result<Bytes, EntityError>>;
 }
 
 trait ErasedCall<E: Entity>: Send + Sync {
@@ -85,7 +126,17 @@ impl<E: Entity> Handlers<E> {
             H::NAME,
             HandlerKind::Rpc,
             H::VISIBILITY,
-            Box::new(RpcCall(handler)),
+            Body::Call(Box::new(RpcCall(handler))),
+        )
+    }
+
+    /// Registers a durable workflow.
+    pub fn workflow<H: Workflow<E>>(&mut self, handler: H) -> &mut Self {
+        self.insert(
+            H::NAME,
+            HandlerKind::Workflow,
+            H::VISIBILITY,
+            Body::Workflow(Box::new(WorkflowCall(handler))),
         )
     }
 
@@ -95,7 +146,7 @@ impl<E: Entity> Handlers<E> {
             H::NAME,
             HandlerKind::Activity,
             H::VISIBILITY,
-            Box::new(ActivityCall(handler)),
+            Body::Call(Box::new(ActivityCall(handler))),
         )
     }
 
@@ -106,7 +157,7 @@ impl<E: Entity> Handlers<E> {
             H::NAME,
             HandlerKind::Method,
             H::VISIBILITY,
-            Box::new(MethodCall(handler)),
+            Body::Call(Box::new(MethodCall(handler))),
         )
     }
 
@@ -115,7 +166,7 @@ impl<E: Entity> Handlers<E> {
         name: &'static str,
         kind: HandlerKind,
         visibility: Visibility,
-        call: Box<dyn ErasedCall<E>>,
+        body: Body<E>,
     ) -> &mut Self {
         match self.table.entry(name) {
             Entry::Occupied(_) => self.duplicates.push(name),
@@ -124,7 +175,7 @@ impl<E: Entity> Handlers<E> {
                     name,
                     kind,
                     visibility,
-                    call,
+                    body,
                 }));
             }
         }
@@ -213,5 +264,26 @@ impl<E: Entity, H: Method<E>> ErasedCall<E> for MethodCall<H> {
             visibility: H::VISIBILITY,
         };
         Box::pin(async move { Err(error) })
+    }
+}
+
+struct WorkflowCall<H>(H);
+
+impl<E: Entity, H: Workflow<E>> ErasedWorkflow<E> for WorkflowCall<H> {
+    fn custom_key(&self, params: &[u8]) -> Result<Option<String>, EntityError> {
+        let params: H::Params = decode(params, "parameters")?;
+        Ok(self.0.idempotency_key(&params))
+    }
+
+    fn run<'a>(
+        &'a self,
+        ctx: &'a mut WorkflowContext<E>,
+        params: &'a [u8],
+    ) -> BoxFuture<'a, Result<Bytes, EntityError>> {
+        Box::pin(async move {
+            let params: H::Params = decode(params, "parameters")?;
+            let result = self.0.run(ctx, params).await;
+            encode(&result, "reply")
+        })
     }
 }

@@ -9,9 +9,7 @@
 //! | rpc | [`Rpc`] | `&State` | no | yes (public by default) |
 //! | activity | [`Activity`] | `&mut State` | yes: state + result commit atomically | only if made public |
 //! | method | [`Method`] | `&State` | no | never (internal helper) |
-//!
-//! Workflows (durable, replayed orchestrations of activities) come next and
-//! dispatch through the same table.
+//! | workflow | [`Workflow`] | steps via [`WorkflowContext`] | every step; replayed after a crash | yes (public by default) |
 //!
 //! Clients are typed: `node.client::<Account>("alice").call(Deposit, 100)`
 //! only compiles with `Deposit`'s parameter type and yields its output.
@@ -31,9 +29,13 @@ mod error;
 mod handlers;
 pub(crate) mod runtime;
 mod traits;
+mod workflow;
 
-pub use client::{EntityClient, idempotency_request_id};
+pub use client::{EntityClient, default_request_id, idempotency_request_id};
 pub use context::{ActivityContext, RpcContext};
 pub use error::EntityError;
 pub use handlers::{HandlerKind, Handlers};
-pub use traits::{Activity, Callable, Entity, Method, Payload, Rpc, State, Visibility, kind};
+pub use traits::{
+    Activity, Callable, Entity, Method, Payload, Rpc, State, Visibility, Workflow, kind,
+};
+pub use workflow::WorkflowContext;

@@ -15,21 +15,29 @@
 //! - a call is retried on a fresh activation only when it is known not to
 //!   have run (the actor stopped before handling it).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use shoal_storage::{EntityKey, Epoch, RequestId, Storage, WriteBatch};
+use futures::future::{BoxFuture, Shared};
+use shoal_storage::{
+    EntityKey, Epoch, Message as StoredMessage, RequestId, SkipReason, StepIndex, Storage,
+    Timestamp, WriteBatch,
+};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::client::{KeySource, request_id};
 use super::codec::{decode, encode};
 use super::error::EntityError;
 use super::handlers::{HandlerKind, Handlers, Registered};
 use super::traits::{Entity, Visibility};
+use super::workflow::{JournalRecord, WorkflowContext};
 use crate::Config;
 use crate::actor::{Actor, ActorSystem, Addr, Context, Handler, Message, SendError};
 use crate::shard::{self, ShardGroup};
@@ -42,13 +50,35 @@ const STRIPES: usize = 64;
 /// shutdown) before giving up with [`EntityError::Unavailable`].
 const ACTIVATION_ATTEMPTS_MAX: usize = 8;
 
+/// Pending workflow executions read per shard at start-up.
+const RESUME_SCAN_ITEMS_MAX: usize = 1024;
+
 /// What every entity type on a node shares.
 pub(crate) struct Runtime {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) system: ActorSystem,
     pub(crate) config: Config,
     pub(crate) shutting_down: AtomicBool,
+    /// Every registered `EntityType<E>`, by name (set once at start).
+    pub(crate) types: OnceLock<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
 }
+
+impl Runtime {
+    /// The registered entity type `F`.
+    pub(crate) fn entity_type<F: Entity>(&self) -> Result<Arc<EntityType<F>>, EntityError> {
+        self.types
+            .get()
+            .and_then(|types| types.get(F::NAME))
+            .and_then(|ty| ty.clone().downcast::<EntityType<F>>().ok())
+            .ok_or_else(|| EntityError::UnknownEntityType(F::NAME.to_owned()))
+    }
+}
+
+/// A running workflow execution: its shared result and its task.
+type Execution = (
+    Shared<BoxFuture<'static, Result<Bytes, EntityError>>>,
+    AbortHandle,
+);
 
 /// One registered entity type and its active entities.
 pub(crate) struct EntityType<E: Entity> {
@@ -57,12 +87,24 @@ pub(crate) struct EntityType<E: Entity> {
     group: ShardGroup,
     runtime: Arc<Runtime>,
     active: Vec<Mutex<HashMap<String, Addr<EntityActor<E>>>>>,
+    /// Workflow executions running in this process, by execution id.
+    running: Mutex<HashMap<RequestId, Execution>>,
 }
 
-/// Who is calling: clients see only public handlers.
+/// Who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Caller {
+    /// A client (or another entity's workflow): public handlers only.
     Client,
+    /// A workflow of the same entity, as a journaled step.
+    Workflow(JournalSlot),
+}
+
+/// Where a workflow step is journaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JournalSlot {
+    pub(crate) execution: RequestId,
+    pub(crate) step: StepIndex,
 }
 
 impl<E: Entity> EntityType<E> {
@@ -74,7 +116,18 @@ impl<E: Entity> EntityType<E> {
             group,
             runtime,
             active: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+            running: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The value the type was registered with.
+    pub(crate) fn entity(&self) -> &E {
+        &self.entity
+    }
+
+    /// What the node's entity types share.
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     /// The storage key of entity `id`.
@@ -118,12 +171,35 @@ impl<E: Entity> EntityType<E> {
                 visibility: registered.visibility,
             });
         }
+        if registered.kind == HandlerKind::Workflow {
+            let request = match request {
+                Some(request) => request,
+                None => {
+                    let custom = match registered.workflow() {
+                        Some(workflow) => workflow.custom_key(&params)?,
+                        None => None,
+                    };
+                    match custom {
+                        Some(custom) => request_id(key, handler, KeySource::Key(&custom)),
+                        None => request_id(key, handler, KeySource::Params(&params)),
+                    }
+                }
+            };
+            return self
+                .run_workflow(key, registered.clone(), params, request)
+                .await;
+        }
+        let journal = match caller {
+            Caller::Workflow(slot) => Some(slot),
+            Caller::Client => None,
+        };
         for _ in 0..ACTIVATION_ATTEMPTS_MAX {
             let addr = self.activate(key);
             let invoke = Invoke {
                 handler: registered.clone(),
                 params: params.clone(),
                 request,
+                journal,
             };
             match addr.send(invoke).await {
                 Ok(result) => return result,
@@ -150,6 +226,176 @@ impl<E: Entity> EntityType<E> {
             E::NAME,
             key.entity_id()
         )))
+    }
+
+    /// Runs (or joins, or answers from storage) the workflow execution
+    /// `request`. The execution runs as its own task, so it goes on when a
+    /// caller gives up waiting.
+    pub(crate) async fn run_workflow(
+        self: &Arc<Self>,
+        key: &EntityKey,
+        registered: Arc<Registered<E>>,
+        params: Bytes,
+        request: RequestId,
+    ) -> Result<Bytes, EntityError> {
+        if let Some(reply) = self
+            .runtime
+            .storage
+            .read_reply(key.shard(), request)
+            .await?
+        {
+            return Ok(reply);
+        }
+        let execution = {
+            let mut running = lock(&self.running);
+            match running.get(&request) {
+                Some((shared, _)) => shared.clone(),
+                None => {
+                    let ty = self.clone();
+                    let key = key.clone();
+                    let task = tokio::spawn(async move {
+                        let result = ty.execute(&key, &registered, params, request).await;
+                        lock(&ty.running).remove(&request);
+                        result
+                    });
+                    let abort = task.abort_handle();
+                    let shared = async move {
+                        match task.await {
+                            Ok(result) => result,
+                            // Aborted at shutdown: the execution stays
+                            // pending and resumes on the next start.
+                            Err(_) => Err(EntityError::ShuttingDown),
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    running.insert(request, (shared.clone(), abort));
+                    shared
+                }
+            }
+        };
+        execution.await
+    }
+
+    /// One run of a workflow execution: record it as pending, replay its
+    /// journal and run the rest, then store the result and forget the
+    /// journal in one batch.
+    async fn execute(
+        self: &Arc<Self>,
+        key: &EntityKey,
+        registered: &Registered<E>,
+        params: Bytes,
+        request: RequestId,
+    ) -> Result<Bytes, EntityError> {
+        let storage = &self.runtime.storage;
+        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        let pending =
+            StoredMessage::new(request, key.clone(), registered.name, params.clone(), now());
+        let record = batch.enqueue(pending);
+        let outcome = storage.commit(batch).await?;
+        if outcome.skip_reason(record) == Some(SkipReason::MessageReplied)
+            && let Some(reply) = storage.read_reply(key.shard(), request).await?
+        {
+            // Finished by another run in the meantime.
+            return Ok(reply);
+        }
+        let Some(workflow) = registered.workflow() else {
+            return Err(EntityError::UnknownHandler {
+                entity_type: E::NAME.to_owned(),
+                handler: registered.name.to_owned(),
+            });
+        };
+        let journal = storage.read_journal(key, request).await?;
+        let mut ctx = WorkflowContext::new(self.clone(), key.clone(), request, journal)?;
+        let run = AssertUnwindSafe(workflow.run(&mut ctx, &params))
+            .catch_unwind()
+            .await;
+        if let Some(interruption) = ctx.take_interruption() {
+            tracing::warn!(entity = %key.entity_id(), workflow = registered.name, error = %interruption, "workflow interrupted; it stays pending");
+            return Err(interruption);
+        }
+        let reply = match run {
+            Ok(Ok(reply)) => reply,
+            // Undecodable parameters or a panicking body: running again
+            // would fail again, so the execution is dead-lettered.
+            Ok(Err(error)) => return Err(self.dead_letter(key, request, error).await),
+            Err(panic) => {
+                let failure = crate::actor::Failure::from_panic(panic);
+                let error = EntityError::HandlerPanicked {
+                    handler: registered.name.to_owned(),
+                    message: failure.message().to_owned(),
+                };
+                return Err(self.dead_letter(key, request, error).await);
+            }
+        };
+        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        batch.ack(request, reply.clone());
+        batch.delete_journal(key, request);
+        storage.commit(batch).await?;
+        Ok(reply)
+    }
+
+    async fn dead_letter(
+        &self,
+        key: &EntityKey,
+        request: RequestId,
+        error: EntityError,
+    ) -> EntityError {
+        tracing::error!(entity = %key.entity_id(), %error, "workflow execution dead-lettered");
+        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        batch.dead_letter(request, error.to_string(), now());
+        if let Err(e) = self.runtime.storage.commit(batch).await {
+            return e.into();
+        }
+        error
+    }
+
+    /// Resumes every pending execution of this type's workflows (left by a
+    /// crash or a shutdown); returns how many were started.
+    pub(crate) async fn resume_pending(self: &Arc<Self>) -> Result<usize, EntityError> {
+        let mut resumed = 0;
+        for index in 0..self.runtime.config.shards_per_group() {
+            let shard = shard::shard_id(self.group, index);
+            let pending = self
+                .runtime
+                .storage
+                .due_messages(shard, Timestamp::MAX, RESUME_SCAN_ITEMS_MAX)
+                .await?;
+            if pending.len() == RESUME_SCAN_ITEMS_MAX {
+                tracing::warn!(%shard, "more pending executions than one scan reads; the rest resume when called");
+            }
+            for message in pending {
+                if message.target.entity_type() != E::NAME {
+                    continue;
+                }
+                let Some(registered) = self.handlers.get(&message.handler).cloned() else {
+                    tracing::warn!(handler = %message.handler, "a pending execution names an unknown handler");
+                    continue;
+                };
+                if registered.kind != HandlerKind::Workflow {
+                    continue;
+                }
+                let ty = self.clone();
+                tokio::spawn(async move {
+                    let target = message.target.clone();
+                    let result = ty
+                        .run_workflow(&target, registered, message.payload, message.request_id)
+                        .await;
+                    if let Err(error) = result {
+                        tracing::warn!(entity = %target.entity_id(), %error, "resumed workflow did not finish");
+                    }
+                });
+                resumed += 1;
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Stops every running workflow task (they stay pending in storage).
+    pub(crate) fn abort_workflows(&self) {
+        for (_, (_, abort)) in lock(&self.running).drain() {
+            abort.abort();
+        }
     }
 
     /// How many entities of this type are in memory.
@@ -245,6 +491,17 @@ impl<E: Entity> EntityActor<E> {
         let runtime = &ty.runtime;
         let is_activity = invoke.handler.kind == HandlerKind::Activity;
         let request = invoke.request.filter(|_| is_activity);
+        let journal = invoke.journal.filter(|_| is_activity);
+        if let Some(slot) = journal {
+            // A step journaled by an earlier run answers from the journal.
+            let entries = runtime
+                .storage
+                .read_journal(&self.key, slot.execution)
+                .await?;
+            if let Some(entry) = entries.into_iter().find(|e| e.step == slot.step) {
+                return Ok(decode::<JournalRecord>(&entry.entry, "journal entry")?.reply);
+            }
+        }
         if let Some(request) = request
             && let Some(reply) = runtime
                 .storage
@@ -309,6 +566,22 @@ impl<E: Entity> EntityActor<E> {
         if let Some(request) = request {
             batch.ack(request, outcome.reply.clone());
         }
+        if let Some(slot) = journal {
+            let record = JournalRecord {
+                handler: invoke.handler.name.to_owned(),
+                target: String::new(),
+                reply: outcome.reply.clone(),
+            };
+            match record.encode() {
+                Ok(entry) => {
+                    batch.append_journal(&self.key, slot.execution, slot.step, entry);
+                }
+                Err(e) => {
+                    self.restore();
+                    return Err(e);
+                }
+            }
+        }
         if !batch.is_empty()
             && let Err(e) = runtime.storage.commit(batch).await
         {
@@ -348,6 +621,7 @@ pub(crate) struct Invoke<E: Entity> {
     handler: Arc<Registered<E>>,
     params: Bytes,
     request: Option<RequestId>,
+    journal: Option<JournalSlot>,
 }
 
 impl<E: Entity> Message for Invoke<E> {
@@ -394,4 +668,13 @@ impl<E: Entity> Handler<CheckIdle> for EntityActor<E> {
             );
         }
     }
+}
+
+/// Now, as a storage timestamp.
+fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_unix_ms(ms)
 }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::context::{ActivityContext, RpcContext};
 use super::handlers::Handlers;
+use super::workflow::WorkflowContext;
 use crate::shard::ShardGroup;
 
 /// A value that crosses the entity boundary (parameters, outputs, errors):
@@ -153,6 +154,50 @@ pub trait Activity<E: Entity>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
 }
 
+/// A durable orchestration: calls activities of its own entity and handlers
+/// of other entities through its [`WorkflowContext`], each step journaled
+/// before the workflow goes on. After a crash, an unfinished execution
+/// resumes by replay: completed steps return their journaled results without
+/// running again; the rest run. Public by default.
+///
+/// An execution is identified by its idempotency key — by default a stable
+/// hash of the handler name and the serialized parameters — so calling a
+/// workflow again with the same parameters returns the first execution's
+/// result (see [`super::EntityClient::call`]).
+///
+/// The body must be deterministic given its parameters and the results of
+/// its steps: replay re-runs it and feeds it the journaled results. A body
+/// that asks for a different step than the journal recorded (the code
+/// changed in between) fails with [`super::EntityError::JournalDivergence`].
+pub trait Workflow<E: Entity>: Send + Sync + 'static {
+    /// The handler's stable name on the wire.
+    const NAME: &'static str;
+    /// Who may call it.
+    const VISIBILITY: Visibility = Visibility::Public;
+    /// What the caller sends.
+    type Params: Payload;
+    /// The result of a successful execution.
+    type Output: Payload;
+    /// The result of a failed execution (also recorded: a repeated call gets
+    /// it back).
+    type Error: Payload;
+
+    /// The idempotency key of a call with `params`, when the handler has a
+    /// better one than the default (a hash of the serialized parameters),
+    /// e.g. an order id inside them. A key given per call takes precedence.
+    fn idempotency_key(&self, params: &Self::Params) -> Option<String> {
+        let _ = params;
+        None
+    }
+
+    /// Runs (or replays) one execution.
+    fn run(
+        &self,
+        ctx: &mut WorkflowContext<E>,
+        params: Self::Params,
+    ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+}
+
 /// An internal, read-only helper: never callable by clients, invoked from
 /// other handlers with [`RpcContext::method`] or [`ActivityContext::method`].
 pub trait Method<E: Entity>: Send + Sync + 'static {
@@ -182,10 +227,13 @@ pub mod kind {
     /// [`super::Activity`] handlers.
     #[derive(Debug)]
     pub struct Activity;
+    /// [`super::Workflow`] handlers.
+    #[derive(Debug)]
+    pub struct Workflow;
 }
 
-/// A handler a client can address: implemented for every [`Rpc`] and
-/// [`Activity`]; the `K` marker is inferred.
+/// A handler a client can address: implemented for every [`Rpc`],
+/// [`Activity`] and [`Workflow`]; the `K` marker is inferred.
 pub trait Callable<E: Entity, K>: Send + Sync + 'static {
     /// The handler's name.
     const NAME: &'static str;
@@ -203,6 +251,12 @@ impl<E: Entity, H: Rpc<E>> Callable<E, kind::Rpc> for H {
 
 impl<E: Entity, H: Activity<E>> Callable<E, kind::Activity> for H {
     const NAME: &'static str = <H as Activity<E>>::NAME;
+    type Params = H::Params;
+    type Output = Result<H::Output, H::Error>;
+}
+
+impl<E: Entity, H: Workflow<E>> Callable<E, kind::Workflow> for H {
+    const NAME: &'static str = <H as Workflow<E>>::NAME;
     type Params = H::Params;
     type Output = Result<H::Output, H::Error>;
 }
