@@ -3,12 +3,12 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use shoal_storage::{EntityKey, RequestId};
+use shoal_storage::{DeferredValue, EntityKey, RequestId};
 
 use super::codec::{decode, encode};
 use super::error::EntityError;
 use super::runtime::{Caller, EntityType};
-use super::traits::{Callable, Entity};
+use super::traits::{Callable, Entity, Payload};
 
 /// A typed handle on one entity, from [`crate::Node::client`]. Cheap to
 /// clone. Calls activate the entity on demand; they wait when its mailbox
@@ -72,6 +72,22 @@ impl<E: Entity> EntityClient<E> {
         let (_, entity) = self.target.as_ref().map_err(Clone::clone)?;
         let request = idempotency_request_id(entity, H::NAME, key);
         self.call_inner::<H, K>(params, Some(request)).await
+    }
+
+    /// Resolves deferred `name` of this entity with `value` (or a failure
+    /// message), waking any workflow waiting on it. The first resolution
+    /// wins: a later one gets [`EntityError::DeferredAlreadyResolved`].
+    pub async fn resolve_deferred<T: Payload>(
+        &self,
+        name: &str,
+        value: Result<T, String>,
+    ) -> Result<(), EntityError> {
+        let (ty, key) = self.target.as_ref().map_err(Clone::clone)?;
+        let value = match value {
+            Ok(value) => DeferredValue::Success(encode(&value, "deferred value")?),
+            Err(failure) => DeferredValue::Failure(failure),
+        };
+        ty.resolve_deferred(key, name, value).await
     }
 
     async fn call_inner<H, K>(

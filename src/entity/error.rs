@@ -91,6 +91,14 @@ pub enum EntityError {
         /// What the code asked for now.
         requested: String,
     },
+    /// The deferred was already resolved; the first resolution stands.
+    #[error("deferred {name:?} of {entity} was already resolved; the first resolution stands")]
+    DeferredAlreadyResolved {
+        /// The entity (type/id).
+        entity: String,
+        /// The deferred's name.
+        name: String,
+    },
     /// The entity could not be reached after repeated attempts (it kept
     /// being passivated or restarted under the call).
     #[error("entity {0} unavailable")]

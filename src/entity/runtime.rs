@@ -26,9 +26,10 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use shoal_storage::{
-    EntityKey, Epoch, Message as StoredMessage, RequestId, SkipReason, StepIndex, Storage,
-    Timestamp, WriteBatch,
+    DeferredValue, EntityKey, Epoch, Message as StoredMessage, RequestId, SkipReason, StepIndex,
+    Storage, Timestamp, WriteBatch,
 };
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -89,6 +90,8 @@ pub(crate) struct EntityType<E: Entity> {
     active: Vec<Mutex<HashMap<String, Addr<EntityActor<E>>>>>,
     /// Workflow executions running in this process, by execution id.
     running: Mutex<HashMap<RequestId, Execution>>,
+    /// Workflows waiting on deferreds, by (entity id, deferred name).
+    deferred_waiters: Mutex<HashMap<(String, String), Arc<Notify>>>,
 }
 
 /// Who is calling.
@@ -117,7 +120,56 @@ impl<E: Entity> EntityType<E> {
             runtime,
             active: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
             running: Mutex::new(HashMap::new()),
+            deferred_waiters: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The notifier a workflow waiting on deferred `name` of `key` awaits.
+    pub(crate) fn deferred_waker(&self, key: &EntityKey, name: &str) -> Arc<Notify> {
+        lock(&self.deferred_waiters)
+            .entry((key.entity_id().to_owned(), name.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// Drops the notifier once its last waiter is done with it.
+    pub(crate) fn forget_deferred_waker(&self, key: &EntityKey, name: &str, waker: Arc<Notify>) {
+        let mut waiters = lock(&self.deferred_waiters);
+        let id = (key.entity_id().to_owned(), name.to_owned());
+        // Two references: the map's and ours.
+        if waiters.get(&id).is_some_and(|w| Arc::ptr_eq(w, &waker))
+            && Arc::strong_count(&waker) == 2
+        {
+            waiters.remove(&id);
+        }
+    }
+
+    /// Resolves deferred `name` of `key`: the first resolution wins.
+    pub(crate) async fn resolve_deferred(
+        &self,
+        key: &EntityKey,
+        name: &str,
+        value: DeferredValue,
+    ) -> Result<(), EntityError> {
+        if self.runtime.shutting_down.load(Ordering::Acquire) {
+            return Err(EntityError::ShuttingDown);
+        }
+        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        let op = batch.resolve_deferred(key, name, value);
+        let outcome = self.runtime.storage.commit(batch).await?;
+        let waker = lock(&self.deferred_waiters)
+            .get(&(key.entity_id().to_owned(), name.to_owned()))
+            .cloned();
+        if let Some(waker) = waker {
+            waker.notify_waiters();
+        }
+        if outcome.skip_reason(op) == Some(SkipReason::DeferredResolved) {
+            return Err(EntityError::DeferredAlreadyResolved {
+                entity: format!("{}/{}", E::NAME, key.entity_id()),
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// The value the type was registered with.
@@ -671,7 +723,7 @@ impl<E: Entity> Handler<CheckIdle> for EntityActor<E> {
 }
 
 /// Now, as a storage timestamp.
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

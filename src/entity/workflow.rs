@@ -21,17 +21,21 @@
 //! journal (another handler or target) is a divergence: the execution stops
 //! and stays pending, and the caller gets [`EntityError::JournalDivergence`].
 
+use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use shoal_storage::{EntityKey, Epoch, JournalEntry, RequestId, StepIndex, WriteBatch};
+use shoal_storage::{
+    DeferredValue, EntityKey, Epoch, JournalEntry, RequestId, StepIndex, Timestamp, WriteBatch,
+};
 
 use super::client::{KeySource, request_id};
 use super::codec::{decode, encode};
 use super::error::EntityError;
-use super::runtime::{Caller, EntityType, JournalSlot};
-use super::traits::{Activity, Callable, Entity};
+use super::runtime::{Caller, EntityType, JournalSlot, now};
+use super::traits::{Activity, Callable, Entity, Payload};
 
 /// One journaled step: what was called and what it answered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,6 +211,106 @@ impl<E: Entity> WorkflowContext<E> {
         batch.append_journal(&self.key, self.execution, step, record.encode()?);
         self.ty.runtime().storage.commit(batch).await?;
         Ok(reply)
+    }
+
+    /// Sleeps durably: the deadline is fixed (and journaled) when the step
+    /// first runs, so a restart neither resets nor loses it — a resumed
+    /// execution sleeps only what is left, or not at all once the deadline
+    /// has passed. `name` identifies the step for replay checks.
+    pub async fn sleep(&mut self, name: &str, duration: Duration) -> Result<(), EntityError> {
+        let step = self.begin_step(&format!("sleep {name}"), "")?;
+        let deadline = match self.journaled(step) {
+            Some(reply) => Timestamp::from_unix_ms(decode::<u64>(&reply, "journaled deadline")?),
+            None => {
+                let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+                let deadline = now().saturating_add_ms(duration_ms);
+                let result = self
+                    .journal_step(
+                        step,
+                        &format!("sleep {name}"),
+                        encode(&deadline.as_unix_ms(), "deadline")?,
+                    )
+                    .await;
+                self.check(result.map(|()| Bytes::new()))?;
+                deadline
+            }
+        };
+        let left = deadline.as_unix_ms().saturating_sub(now().as_unix_ms());
+        tokio::time::sleep(Duration::from_millis(left)).await;
+        Ok(())
+    }
+
+    /// Waits until deferred `name` of this entity is resolved (by any
+    /// client, with [`super::EntityClient::resolve_deferred`]) and returns
+    /// its value, or the failure it was resolved with. The wait survives
+    /// restarts: a resumed execution finds the stored resolution.
+    pub async fn deferred<T: Payload>(
+        &mut self,
+        name: &str,
+    ) -> Result<Result<T, String>, EntityError> {
+        let label = format!("deferred {name}");
+        let step = self.begin_step(&label, "")?;
+        let reply = match self.journaled(step) {
+            Some(reply) => reply,
+            None => {
+                let result = self.wait_deferred(name, step, &label).await;
+                self.check(result)?
+            }
+        };
+        match decode::<Result<Bytes, String>>(&reply, "journaled deferred")? {
+            Ok(bytes) => Ok(Ok(decode(&bytes, "deferred value")?)),
+            Err(failure) => Ok(Err(failure)),
+        }
+    }
+
+    async fn wait_deferred(
+        &self,
+        name: &str,
+        step: StepIndex,
+        label: &str,
+    ) -> Result<Bytes, EntityError> {
+        let storage = &self.ty.runtime().storage;
+        let waker = self.ty.deferred_waker(&self.key, name);
+        let value = loop {
+            // Registered before the read, so a resolution in between wakes us.
+            let mut notified = pin!(waker.notified());
+            notified.as_mut().enable();
+            if let Some(value) = storage.read_deferred(&self.key, name).await? {
+                break value;
+            }
+            notified.await;
+        };
+        self.ty.forget_deferred_waker(&self.key, name, waker);
+        let reply = match value {
+            DeferredValue::Success(bytes) => encode(&Ok::<Bytes, String>(bytes), "deferred")?,
+            DeferredValue::Failure(failure) => encode(&Err::<Bytes, String>(failure), "deferred")?,
+            other => {
+                return Err(EntityError::Decode {
+                    what: "deferred value".into(),
+                    reason: format!("a kind of resolution this version does not know: {other:?}"),
+                });
+            }
+        };
+        self.journal_step(step, label, reply.clone()).await?;
+        Ok(reply)
+    }
+
+    /// Journals a step the workflow task itself performed.
+    async fn journal_step(
+        &self,
+        step: StepIndex,
+        handler: &str,
+        reply: Bytes,
+    ) -> Result<(), EntityError> {
+        let record = JournalRecord {
+            handler: handler.to_owned(),
+            target: String::new(),
+            reply,
+        };
+        let mut batch = WriteBatch::new(self.key.shard(), Epoch::ZERO);
+        batch.append_journal(&self.key, self.execution, step, record.encode()?);
+        self.ty.runtime().storage.commit(batch).await?;
+        Ok(())
     }
 
     /// Claims the next step index and checks it against the journal.

@@ -44,7 +44,12 @@ impl Entity for Wallet {
     const NAME: &'static str = "Wallet";
     type State = WalletState;
     fn handlers(h: &mut Handlers<Self>) {
-        h.rpc(Log).activity(Apply).workflow(Move).workflow(TwoStep);
+        h.rpc(Log)
+            .activity(Apply)
+            .workflow(Move)
+            .workflow(TwoStep)
+            .workflow(Nap)
+            .workflow(Approval);
     }
 }
 
@@ -136,6 +141,44 @@ impl Workflow<Wallet> for TwoStep {
             .await
             .map_err(|e| e.to_string())??;
         Ok(vec![format!("{tag}-a"), format!("{tag}-b")])
+    }
+}
+
+/// Sleeps durably, then logs.
+struct Nap;
+impl Workflow<Wallet> for Nap {
+    const NAME: &'static str = "nap";
+    type Params = (String, u64);
+    type Output = ();
+    type Error = String;
+    async fn run(
+        &self,
+        ctx: &mut WorkflowContext<Wallet>,
+        (tag, ms): (String, u64),
+    ) -> Result<(), String> {
+        ctx.sleep("nap", Duration::from_millis(ms))
+            .await
+            .map_err(|e| e.to_string())?;
+        ctx.activity(Apply, (tag, 1))
+            .await
+            .map_err(|e| e.to_string())??;
+        Ok(())
+    }
+}
+
+/// Waits for a deferred decision, then logs it.
+struct Approval;
+impl Workflow<Wallet> for Approval {
+    const NAME: &'static str = "approval";
+    type Params = String;
+    type Output = String;
+    type Error = String;
+    async fn run(&self, ctx: &mut WorkflowContext<Wallet>, name: String) -> Result<String, String> {
+        let decision: String = ctx.deferred(&name).await.map_err(|e| e.to_string())??;
+        ctx.activity(Apply, (format!("{name}:{decision}"), 1))
+            .await
+            .map_err(|e| e.to_string())??;
+        Ok(decision)
     }
 }
 
@@ -372,6 +415,107 @@ async fn replay_that_diverges_from_the_journal_is_reported() {
         err.to_string()
             .contains("diverged from its journal at step 0"),
         "{err}"
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_durable_sleep_keeps_its_original_deadline_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), Wallet::new(0)).await;
+    let began = Instant::now();
+    let w = node.client::<Wallet>("sleepy");
+    let pending = tokio::spawn(async move { w.call(Nap, ("woke".to_owned(), 2_000)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.shutdown().await.unwrap();
+    let _ = pending.await;
+    tracing::info!(
+        "--- the node is down past the deadline; a restart finishes at once, not 2 s later"
+    );
+    tokio::time::sleep(Duration::from_millis(2_200).saturating_sub(began.elapsed())).await;
+    let node = start(dir.path(), Wallet::new(0)).await;
+    let restarted = Instant::now();
+    let result = within(
+        "resumed nap",
+        node.client::<Wallet>("sleepy")
+            .call(Nap, ("woke".to_owned(), 2_000)),
+    )
+    .await;
+    assert_eq!(result.unwrap(), Ok(()));
+    assert!(
+        began.elapsed() >= Duration::from_millis(2_000),
+        "woke before the deadline"
+    );
+    assert!(
+        restarted.elapsed() < Duration::from_millis(1_500),
+        "the sleep was reset by the restart ({:?} after it)",
+        restarted.elapsed()
+    );
+    assert_eq!(log(&node, "sleepy").await.1, vec!["woke".to_owned()]);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deferred_wakes_its_workflow_and_the_first_resolution_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), Wallet::new(0)).await;
+    let w = node.client::<Wallet>("desk");
+    let waiting = tokio::spawn({
+        let w = w.clone();
+        async move { w.call(Approval, "order-1".to_owned()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the workflow waits for its deferred"
+    );
+    w.resolve_deferred("order-1", Ok("approved".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("approval", waiting).await.unwrap().unwrap(),
+        Ok("approved".to_owned())
+    );
+    let late = w
+        .resolve_deferred("order-1", Ok("rejected".to_owned()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(late, EntityError::DeferredAlreadyResolved { .. }),
+        "{late}"
+    );
+
+    tracing::info!("--- resolved before anyone waits: the workflow goes straight on");
+    w.resolve_deferred::<String>("order-2", Err("no stock".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.call(Approval, "order-2".to_owned()).await.unwrap(),
+        Err("no stock".to_owned())
+    );
+
+    tracing::info!("--- the wait survives a restart");
+    let pending = tokio::spawn({
+        let w = w.clone();
+        async move { w.call(Approval, "order-3".to_owned()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    node.shutdown().await.unwrap();
+    let _ = pending.await;
+    let node = start(dir.path(), Wallet::new(0)).await;
+    let w = node.client::<Wallet>("desk");
+    w.resolve_deferred("order-3", Ok("approved".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("resumed approval", w.call(Approval, "order-3".to_owned()))
+            .await
+            .unwrap(),
+        Ok("approved".to_owned())
+    );
+    assert_eq!(
+        log(&node, "desk").await.1,
+        vec!["order-1:approved".to_owned(), "order-3:approved".to_owned()]
     );
     node.shutdown().await.unwrap();
 }
