@@ -1,0 +1,150 @@
+//! [`enum@Error`]: everything that can go wrong in the consensus layer's own
+//! files (the Raft log file and the applied-state file) and when applying
+//! replicated batches.
+//!
+//! Fatal errors (I/O, corruption, an unknown format, an engine failure, a
+//! storage backend failure) mean the node must stop using the file; the rest
+//! are expected outcomes. openraft's storage traits speak `std::io::Error`:
+//! [`Error::into_io`] wraps an [`enum@Error`] without losing it, so a caller
+//! can downcast it back.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the consensus layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file was written in a format version this build does not read.
+    #[error(
+        "{}: unsupported {kind} format version {found} (this build reads version {expected})",
+        path.display()
+    )]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// What kind of file it claims to be (`raft log`, `raft applied state`).
+        kind: &'static str,
+        /// The version stored in the file.
+        found: u32,
+        /// The version this build reads and writes.
+        expected: u32,
+    },
+    /// The file is not a Shoal file of the expected kind, or is damaged
+    /// (garbage, truncated, another program's redb database).
+    #[error("{}: not a valid shoal {kind} file: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What kind of file was expected.
+        kind: &'static str,
+        /// What was found wrong.
+        reason: String,
+    },
+    /// A stored record (a log entry, the vote, applied-state metadata) could
+    /// not be decoded: the file is damaged.
+    #[error("{}: corrupt {what}: {reason}", path.display())]
+    CorruptRecord {
+        /// The file holding the record.
+        path: PathBuf,
+        /// Which record.
+        what: String,
+        /// What was found wrong.
+        reason: String,
+    },
+    /// The file is already open, by this process or another one.
+    #[error("{}: already open (by this process or another one)", path.display())]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An I/O error on the file.
+    #[error("{}: I/O error: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The embedded database engine (redb) failed.
+    #[error("{}: storage engine failure while {context}: {source}", path.display())]
+    Engine {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// The engine's error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// The storage backend the state machine applies batches into failed
+    /// with a fatal error (or was closed): the batch may not be applied, so
+    /// the state machine stops.
+    #[error("applying a replicated batch failed: {0}")]
+    Storage(#[source] shoal_storage::Error),
+    /// A snapshot cannot be installed: it would need entity data that the
+    /// storage API cannot transfer yet (see the state machine's docs).
+    #[error("cannot install snapshot: {reason}")]
+    SnapshotUnsupported {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `Result` with this crate's [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the error is fatal: the file or the storage backend can no
+    /// longer be trusted, and the Raft node should stop.
+    ///
+    /// Only [`Error::Locked`] (another process holds the file; opening may
+    /// be retried later) is not.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Error::Locked { .. })
+    }
+
+    /// Wraps the error into the `std::io::Error` openraft's storage traits
+    /// return; `get_ref()` / `downcast` give the [`enum@Error`] back.
+    pub fn into_io(self) -> io::Error {
+        let kind = match &self {
+            Error::Io { source, .. } => source.kind(),
+            Error::Corrupt { .. } | Error::CorruptRecord { .. } => io::ErrorKind::InvalidData,
+            Error::UnsupportedFormat { .. } | Error::SnapshotUnsupported { .. } => {
+                io::ErrorKind::Unsupported
+            }
+            Error::Locked { .. } => io::ErrorKind::ResourceBusy,
+            Error::Engine { .. } | Error::Storage(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+
+    pub(crate) fn engine(
+        path: &std::path::Path,
+        context: &'static str,
+        source: impl Into<redb::Error>,
+    ) -> Self {
+        let source: redb::Error = source.into();
+        match source {
+            redb::Error::Io(source) => Error::Io {
+                path: path.to_owned(),
+                source,
+            },
+            redb::Error::DatabaseAlreadyOpen => Error::Locked {
+                path: path.to_owned(),
+            },
+            source => Error::Engine {
+                path: path.to_owned(),
+                context,
+                source: Box::new(source),
+            },
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(error: Error) -> Self {
+        error.into_io()
+    }
+}

@@ -1,0 +1,62 @@
+//! Shoal's consensus layer: the openraft wiring that replicates storage
+//! write batches through one Raft group.
+//!
+//! # What is here
+//! - [`TypeConfig`]: the openraft type configuration — `u64` node ids,
+//!   [`openraft::BasicNode`] (an address) as node info, [`Command`] as the
+//!   log's application data, [`Response`] as what applying returns;
+//! - [`LogStore`] (and its [`LogReader`]): the Raft log and vote in a redb
+//!   file of their own, durable before acknowledged;
+//! - [`StateMachine`]: applies committed [`Command::Batch`]es — the same
+//!   `shoal_storage::WriteBatch`es the storage layer commits locally — into
+//!   an `Arc<dyn shoal_storage::Storage>`, and keeps `last_applied`, the
+//!   membership and the current snapshot in a small redb file (the
+//!   *applied-state file*);
+//! - [`enum@Error`]: this layer's errors.
+//!
+//! Both pass `openraft::testing::log::Suite` (see `tests/raft/`).
+//!
+//! # Layout
+//! - `types`: type config, [`Command`], [`Response`];
+//! - `codec`: the protobuf encoding of entries, votes, log ids, memberships
+//!   and commands (the one on-disk and on-wire form);
+//! - `file`: opening a redb file with the magic / format-version check;
+//! - `log_store`, `state_machine`: the two openraft storage traits;
+//! - `error`: [`enum@Error`].
+//!
+//! # Not here (yet)
+//! The Raft network over `shoal-transport`, cluster bootstrap and
+//! membership changes, cluster-metadata commands, and snapshots that carry
+//! entity data (the storage layer has no export/import; see
+//! [`StateMachine`]'s docs for what a snapshot holds meanwhile). This crate
+//! knows nothing of entity handlers and never opens the storage layer's
+//! data tables: it only calls the `Storage` trait.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use shoal_raft::{LogStore, StateMachine};
+//! use shoal_storage::{MemoryStorage, Storage};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+//! let log = LogStore::open(dir.path().join("raft-log.redb"))?;
+//! let state = StateMachine::open(dir.path().join("raft-state.redb"), storage)?;
+//! // Hand `log` and `state` to `openraft::Raft::new` with a network.
+//! # drop((log, state));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod codec;
+mod error;
+mod file;
+mod log_store;
+mod state_machine;
+mod types;
+
+pub use error::{Error, Result};
+pub use log_store::{LogReader, LogStore};
+pub use state_machine::{Snapshot, SnapshotBuilder, StateMachine};
+pub use types::{
+    Applied, Command, Entry, LogId, NodeId, Rejected, Response, SnapshotMeta, StoredMembership,
+    TypeConfig, Vote,
+};

@@ -1,0 +1,1 @@
+//! Log store: reopen, bad files.
