@@ -471,3 +471,56 @@ fn display(log_id: Option<&LogId>) -> String {
         None => "none".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_storage::{EntityKey, Epoch, MemoryStorage, RequestId, ShardId, WriteBatch};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn responses_report_skips_and_deterministic_rejections() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let sm = StateMachine::open(dir.path().join("state.redb"), storage)?;
+        let shard = ShardId::new(1);
+
+        let mut batch = WriteBatch::new(shard, Epoch::new(2));
+        batch.ack(RequestId::new(7), b"first".to_vec());
+        let second = batch.ack(RequestId::new(7), b"second".to_vec());
+        let Response::Applied(applied) = sm.apply_command(Command::Batch(batch)).await? else {
+            panic!("expected Applied");
+        };
+        assert!(!applied.applied_all());
+        assert_eq!(
+            applied.skip_reason(second),
+            Some(shoal_storage::SkipReason::ReplyExists)
+        );
+
+        let stale = WriteBatch::new(shard, Epoch::new(1));
+        assert_eq!(
+            sm.apply_command(Command::Batch(stale)).await?,
+            Response::Rejected(Rejected::StaleEpoch {
+                shard: 1,
+                batch: 1,
+                current: 2
+            })
+        );
+
+        let other = EntityKey::new(ShardId::new(9), "T", "x")?;
+        let mut invalid = WriteBatch::new(shard, Epoch::new(2));
+        invalid.put_state(&other, b"wrong shard".to_vec());
+        assert!(matches!(
+            sm.apply_command(Command::Batch(invalid)).await?,
+            Response::Rejected(Rejected::Invalid { .. })
+        ));
+
+        sm.storage().close().await?;
+        let closed = WriteBatch::new(shard, Epoch::new(2));
+        assert!(matches!(
+            sm.apply_command(Command::Batch(closed)).await,
+            Err(Error::Storage(shoal_storage::Error::Closed))
+        ));
+        Ok(())
+    }
+}
