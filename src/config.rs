@@ -12,6 +12,18 @@ pub const DEFAULT_ENTITY_MAX_IDLE_TIME: Duration = Duration::from_secs(60);
 /// Default number of messages an entity's mailbox holds.
 pub const DEFAULT_ENTITY_MAILBOX_CAPACITY: usize = 100;
 
+/// Default interval of the sweep that backs up event-driven delivery of
+/// persisted messages.
+pub const DEFAULT_STORAGE_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Default number of delivery attempts of a persisted message before it is
+/// dead-lettered.
+pub const DEFAULT_STORAGE_MESSAGE_MAX_RETRIES: u32 = 10;
+
+/// Default first retry delay of a persisted message; each retry doubles it,
+/// up to 60 s.
+pub const DEFAULT_STORAGE_MESSAGE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Validated entity-runtime settings. Build one with [`Config::builder`].
 ///
 /// ```
@@ -28,6 +40,9 @@ pub struct Config {
     shards_per_group: u32,
     entity_max_idle_time: Duration,
     entity_mailbox_capacity: usize,
+    storage_poll_interval: Duration,
+    storage_message_max_retries: u32,
+    storage_message_retry_backoff: Duration,
 }
 
 impl Config {
@@ -38,6 +53,9 @@ impl Config {
                 shards_per_group: DEFAULT_SHARDS_PER_GROUP,
                 entity_max_idle_time: DEFAULT_ENTITY_MAX_IDLE_TIME,
                 entity_mailbox_capacity: DEFAULT_ENTITY_MAILBOX_CAPACITY,
+                storage_poll_interval: DEFAULT_STORAGE_POLL_INTERVAL,
+                storage_message_max_retries: DEFAULT_STORAGE_MESSAGE_MAX_RETRIES,
+                storage_message_retry_backoff: DEFAULT_STORAGE_MESSAGE_RETRY_BACKOFF,
             },
         }
     }
@@ -56,6 +74,24 @@ impl Config {
     /// Messages an entity's mailbox holds (default 100).
     pub fn entity_mailbox_capacity(&self) -> usize {
         self.entity_mailbox_capacity
+    }
+
+    /// How often pending persisted messages are swept for delivery, as a
+    /// back-up to event-driven delivery (default 500 ms).
+    pub fn storage_poll_interval(&self) -> Duration {
+        self.storage_poll_interval
+    }
+
+    /// Delivery attempts of a persisted message before it is dead-lettered
+    /// (default 10).
+    pub fn storage_message_max_retries(&self) -> u32 {
+        self.storage_message_max_retries
+    }
+
+    /// The first retry delay of a persisted message (default 100 ms); each
+    /// retry doubles it, up to 60 s.
+    pub fn storage_message_retry_backoff(&self) -> Duration {
+        self.storage_message_retry_backoff
     }
 }
 
@@ -90,6 +126,24 @@ impl ConfigBuilder {
         self
     }
 
+    /// See [`Config::storage_poll_interval`]; more than zero.
+    pub fn storage_poll_interval(mut self, interval: Duration) -> Self {
+        self.config.storage_poll_interval = interval;
+        self
+    }
+
+    /// See [`Config::storage_message_max_retries`]; at least 1.
+    pub fn storage_message_max_retries(mut self, retries: u32) -> Self {
+        self.config.storage_message_max_retries = retries;
+        self
+    }
+
+    /// See [`Config::storage_message_retry_backoff`]; more than zero.
+    pub fn storage_message_retry_backoff(mut self, backoff: Duration) -> Self {
+        self.config.storage_message_retry_backoff = backoff;
+        self
+    }
+
     /// Checks every setting.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = &self.config;
@@ -101,6 +155,15 @@ impl ConfigBuilder {
         }
         if c.entity_mailbox_capacity == 0 {
             return Err(ConfigError::ZeroMailboxCapacity);
+        }
+        if c.storage_poll_interval.is_zero() {
+            return Err(ConfigError::ZeroPollInterval);
+        }
+        if c.storage_message_max_retries == 0 {
+            return Err(ConfigError::ZeroMaxRetries);
+        }
+        if c.storage_message_retry_backoff.is_zero() {
+            return Err(ConfigError::ZeroRetryBackoff);
         }
         Ok(self.config)
     }
@@ -119,6 +182,15 @@ pub enum ConfigError {
     /// `entity_mailbox_capacity` must be at least 1.
     #[error("entity_mailbox_capacity must be at least 1")]
     ZeroMailboxCapacity,
+    /// `storage_poll_interval` must be more than zero.
+    #[error("storage_poll_interval must be more than zero")]
+    ZeroPollInterval,
+    /// `storage_message_max_retries` must be at least 1.
+    #[error("storage_message_max_retries must be at least 1")]
+    ZeroMaxRetries,
+    /// `storage_message_retry_backoff` must be more than zero.
+    #[error("storage_message_retry_backoff must be more than zero")]
+    ZeroRetryBackoff,
 }
 
 #[cfg(test)]
@@ -131,6 +203,8 @@ mod tests {
         assert_eq!(c.shards_per_group(), 2048);
         assert_eq!(c.entity_max_idle_time(), Duration::from_secs(60));
         assert_eq!(c.entity_mailbox_capacity(), 100);
+        assert_eq!(c.storage_poll_interval(), Duration::from_millis(500));
+        assert_eq!(c.storage_message_max_retries(), 10);
     }
 
     #[test]
@@ -152,6 +226,18 @@ mod tests {
         assert_eq!(
             b().entity_mailbox_capacity(0).build(),
             Err(ConfigError::ZeroMailboxCapacity)
+        );
+        assert_eq!(
+            b().storage_poll_interval(Duration::ZERO).build(),
+            Err(ConfigError::ZeroPollInterval)
+        );
+        assert_eq!(
+            b().storage_message_max_retries(0).build(),
+            Err(ConfigError::ZeroMaxRetries)
+        );
+        assert_eq!(
+            b().storage_message_retry_backoff(Duration::ZERO).build(),
+            Err(ConfigError::ZeroRetryBackoff)
         );
     }
 }

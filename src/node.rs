@@ -6,20 +6,25 @@
 //! when clustering arrives: only the node's builder changes.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use shoal_storage::{MemoryStorage, RedbConfig, RedbStorage, Storage};
+use shoal_storage::{
+    DeadLetter, Epoch, MemoryStorage, RedbConfig, RedbStorage, ShardId, Storage, WriteBatch,
+};
+use tokio::task::JoinHandle;
 
 use crate::actor::ActorSystem;
-use crate::entity::runtime::{Caller, EntityType, Runtime};
+use crate::entity::delivery::Deliverer;
+use crate::entity::runtime::{Caller, DeliverTo, EntityType, Runtime, now};
 use crate::entity::{Entity, EntityClient, EntityError, Handlers};
+use crate::shard::{self, ShardGroup};
 use crate::{Config, ConfigError};
 
 /// The name of the data file inside a node's data directory.
@@ -78,6 +83,16 @@ struct Inner {
     runtime: Arc<Runtime>,
     types: HashMap<&'static str, Registered>,
     data_file: Option<PathBuf>,
+    delivery: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Every shard of every shard group a registered type uses.
+fn all_shards(types: &HashMap<&'static str, Registered>, shards_per_group: u32) -> Vec<ShardId> {
+    let groups: BTreeSet<ShardGroup> = types.values().map(|r| r.erased.group()).collect();
+    groups
+        .into_iter()
+        .flat_map(|group| (0..shards_per_group).map(move |index| shard::shard_id(group, index)))
+        .collect()
 }
 
 struct Registered {
@@ -94,7 +109,7 @@ trait ErasedType: Send + Sync {
         params: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, EntityError>>;
     fn active_count(&self) -> usize;
-    fn resume_pending(&self) -> BoxFuture<'static, Result<usize, EntityError>>;
+    fn group(&self) -> ShardGroup;
     fn abort_workflows(&self);
 }
 
@@ -120,9 +135,8 @@ impl<E: Entity> ErasedType for Erased<E> {
         self.0.active_count()
     }
 
-    fn resume_pending(&self) -> BoxFuture<'static, Result<usize, EntityError>> {
-        let ty = self.0.clone();
-        Box::pin(async move { ty.resume_pending().await })
+    fn group(&self) -> ShardGroup {
+        self.0.group()
     }
 
     fn abort_workflows(&self) {
@@ -184,6 +198,9 @@ impl NodeBuilder {
                     });
                 }
                 let ty = Arc::new(EntityType::new(entity, handlers, runtime.clone()));
+                runtime
+                    .deliverer
+                    .add_target(E::NAME, Arc::new(DeliverTo(ty.clone())));
                 Ok((
                     E::NAME,
                     Registered {
@@ -226,7 +243,9 @@ impl NodeBuilder {
         let system = ActorSystem::builder()
             .build()
             .map_err(|_| NodeError::NoRuntime)?;
+        let deliverer = Deliverer::new(storage.clone(), &self.config);
         let runtime = Arc::new(Runtime {
+            deliverer,
             storage,
             system,
             config: self.config,
@@ -249,15 +268,15 @@ impl NodeBuilder {
             .collect();
         // Set once, right here, before any call can run.
         let _ = runtime.types.set(typed);
-        // Resume the workflow executions a crash or shutdown left pending.
-        let mut resumed = 0;
-        for registered in types.values() {
-            resumed += registered
-                .erased
-                .resume_pending()
-                .await
-                .map_err(NodeError::Resume)?;
-        }
+        // Find the pending messages (and workflow executions) a crash or a
+        // shutdown left behind; the deliverer takes it from there.
+        let shards = all_shards(&types, runtime.config.shards_per_group());
+        let resumed = runtime
+            .deliverer
+            .scan(shards)
+            .await
+            .map_err(NodeError::Resume)?;
+        let delivery = tokio::spawn(runtime.deliverer.clone().run());
         if let Some(path) = &data_file {
             tracing::info!(path = %path.display(), entity_types = types.len(), resumed, "node started");
         }
@@ -266,6 +285,7 @@ impl NodeBuilder {
                 runtime,
                 types,
                 data_file,
+                delivery: Mutex::new(Some(delivery)),
             }),
         })
     }
@@ -330,12 +350,55 @@ impl Node {
             .sum()
     }
 
+    /// Dead-lettered persisted messages, at most `limit`, shard by shard.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, EntityError> {
+        let storage = &self.inner.runtime.storage;
+        let mut letters = Vec::new();
+        for shard in all_shards(&self.inner.types, self.config().shards_per_group()) {
+            let mut after = None;
+            while letters.len() < limit {
+                let page = storage
+                    .dead_letters(shard, after, limit - letters.len())
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.message.request_id);
+                letters.extend(page);
+            }
+            if letters.len() >= limit {
+                break;
+            }
+        }
+        Ok(letters)
+    }
+
+    /// Puts a dead-lettered message back in its shard for delivery, with
+    /// its attempts reset.
+    pub async fn replay_dead_letter(&self, letter: &DeadLetter) -> Result<(), EntityError> {
+        let shard = letter.message.shard();
+        let mut batch = WriteBatch::new(shard, Epoch::ZERO);
+        batch.replay_dead_letter(letter.message.request_id, now());
+        self.inner.runtime.storage.commit(batch).await?;
+        self.inner.runtime.deliverer.enqueued(shard);
+        Ok(())
+    }
+
     /// Stops taking calls, lets every entity finish the call it is handling
     /// and stop, then flushes and closes the storage. Calls made afterwards
     /// fail with [`EntityError::ShuttingDown`].
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         let runtime = &self.inner.runtime;
         runtime.shutting_down.store(true, Ordering::Release);
+        runtime.deliverer.stop();
+        let delivery = self
+            .inner
+            .delivery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(delivery) = delivery {
+            // Its in-flight deliveries end with the actors below.
+            let _ = delivery.await;
+        }
         runtime.system.shutdown().await;
         for registered in self.inner.types.values() {
             registered.erased.abort_workflows();

@@ -3,7 +3,9 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use shoal_storage::{DeferredValue, EntityKey, RequestId};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use shoal_storage::{DeferredValue, EntityKey, RequestId, ShardId, Timestamp};
 
 use super::codec::{decode, encode};
 use super::error::EntityError;
@@ -90,6 +92,93 @@ impl<E: Entity> EntityClient<E> {
         ty.resolve_deferred(key, name, value).await
     }
 
+    /// Sends `handler` as a persisted message: durable when this returns,
+    /// delivered at least once (retried with backoff, dead-lettered after
+    /// `storage_message_max_retries` attempts), its effect applied exactly
+    /// once. The request id, by default derived from the handler and the
+    /// parameters like a workflow's, deduplicates repeated sends.
+    pub async fn send_persisted<H, K>(
+        &self,
+        handler: H,
+        params: H::Params,
+    ) -> Result<PersistedSend, EntityError>
+    where
+        H: Callable<E, K>,
+    {
+        self.send_persisted_inner::<H, K>(handler, params, None, None)
+            .await
+    }
+
+    /// [`EntityClient::send_persisted`] with an idempotency key.
+    pub async fn send_persisted_with_key<H, K>(
+        &self,
+        handler: H,
+        params: H::Params,
+        key: &str,
+    ) -> Result<PersistedSend, EntityError>
+    where
+        H: Callable<E, K>,
+    {
+        self.send_persisted_inner::<H, K>(handler, params, Some(key), None)
+            .await
+    }
+
+    /// Schedules `handler` for delivery at `at` (at once if `at` has
+    /// passed), as a persisted message: it survives restarts and is delivered
+    /// when due.
+    pub async fn send_persisted_at<H, K>(
+        &self,
+        handler: H,
+        params: H::Params,
+        key: Option<&str>,
+        at: SystemTime,
+    ) -> Result<PersistedSend, EntityError>
+    where
+        H: Callable<E, K>,
+    {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.send_persisted_inner::<H, K>(handler, params, key, Some(Timestamp::from_unix_ms(ms)))
+            .await
+    }
+
+    async fn send_persisted_inner<H, K>(
+        &self,
+        handler: H,
+        params: H::Params,
+        key: Option<&str>,
+        at: Option<Timestamp>,
+    ) -> Result<PersistedSend, EntityError>
+    where
+        H: Callable<E, K>,
+    {
+        let _ = handler;
+        let (ty, entity) = self.target.as_ref().map_err(Clone::clone)?;
+        let request = key.map(|key| idempotency_request_id(entity, H::NAME, key));
+        let params = encode(&params, "parameters")?;
+        ty.send_persisted(entity, H::NAME, params, request, at)
+            .await
+    }
+
+    /// Waits for the outcome of a persisted message sent to this entity:
+    /// the handler's output, or [`EntityError::DeadLettered`]. Wrap it in a
+    /// timeout to bound the wait.
+    pub async fn persisted_reply<H, K>(
+        &self,
+        handler: H,
+        send: &PersistedSend,
+    ) -> Result<H::Output, EntityError>
+    where
+        H: Callable<E, K>,
+    {
+        let _ = handler;
+        let (ty, _) = self.target.as_ref().map_err(Clone::clone)?;
+        let reply = ty.persisted_outcome(send).await?;
+        decode(&reply, "reply")
+    }
+
     async fn call_inner<H, K>(
         &self,
         params: H::Params,
@@ -122,6 +211,29 @@ impl<E: Entity> std::fmt::Debug for EntityClient<E> {
             .field("entity_type", &E::NAME)
             .field("key", &self.key())
             .finish()
+    }
+}
+
+/// A persisted message that was recorded: what to wait on for its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistedSend {
+    request: RequestId,
+    shard: ShardId,
+}
+
+impl PersistedSend {
+    pub(crate) fn new(request: RequestId, shard: ShardId) -> Self {
+        PersistedSend { request, shard }
+    }
+
+    /// The message's request id.
+    pub fn request_id(&self) -> RequestId {
+        self.request
+    }
+
+    /// The shard it is stored in (its target's).
+    pub fn shard(&self) -> ShardId {
+        self.shard
     }
 }
 

@@ -91,6 +91,13 @@ pub enum EntityError {
         /// What the code asked for now.
         requested: String,
     },
+    /// A persisted message was dead-lettered: every delivery attempt failed,
+    /// or it could never succeed. It can be replayed.
+    #[error("the message was dead-lettered: {reason}")]
+    DeadLettered {
+        /// Why.
+        reason: String,
+    },
     /// The deferred was already resolved; the first resolution stands.
     #[error("deferred {name:?} of {entity} was already resolved; the first resolution stands")]
     DeferredAlreadyResolved {

@@ -25,13 +25,14 @@
 mod client;
 mod codec;
 mod context;
+pub(crate) mod delivery;
 mod error;
 mod handlers;
 pub(crate) mod runtime;
 mod traits;
 mod workflow;
 
-pub use client::{EntityClient, default_request_id, idempotency_request_id};
+pub use client::{EntityClient, PersistedSend, default_request_id, idempotency_request_id};
 pub use context::{ActivityContext, RpcContext};
 pub use error::EntityError;
 pub use handlers::{HandlerKind, Handlers};

@@ -18,6 +18,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,8 +34,9 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::client::{KeySource, request_id};
+use super::client::{KeySource, PersistedSend, request_id};
 use super::codec::{decode, encode};
+use super::delivery::{Deliver, Deliverer};
 use super::error::EntityError;
 use super::handlers::{HandlerKind, Handlers, Registered};
 use super::traits::{Entity, Visibility};
@@ -51,9 +53,6 @@ const STRIPES: usize = 64;
 /// shutdown) before giving up with [`EntityError::Unavailable`].
 const ACTIVATION_ATTEMPTS_MAX: usize = 8;
 
-/// Pending workflow executions read per shard at start-up.
-const RESUME_SCAN_ITEMS_MAX: usize = 1024;
-
 /// What every entity type on a node shares.
 pub(crate) struct Runtime {
     pub(crate) storage: Arc<dyn Storage>,
@@ -62,6 +61,8 @@ pub(crate) struct Runtime {
     pub(crate) shutting_down: AtomicBool,
     /// Every registered `EntityType<E>`, by name (set once at start).
     pub(crate) types: OnceLock<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
+    /// Delivers persisted messages (and resumes pending workflows).
+    pub(crate) deliverer: Arc<Deliverer>,
 }
 
 impl Runtime {
@@ -172,6 +173,11 @@ impl<E: Entity> EntityType<E> {
         Ok(())
     }
 
+    /// The shard group the type's entities live in.
+    pub(crate) fn group(&self) -> ShardGroup {
+        self.group
+    }
+
     /// The value the type was registered with.
     pub(crate) fn entity(&self) -> &E {
         &self.entity
@@ -203,26 +209,7 @@ impl<E: Entity> EntityType<E> {
         request: Option<RequestId>,
         caller: Caller,
     ) -> Result<Bytes, EntityError> {
-        if self.runtime.shutting_down.load(Ordering::Acquire) {
-            return Err(EntityError::ShuttingDown);
-        }
-        let registered = self
-            .handlers
-            .get(handler)
-            .ok_or_else(|| EntityError::UnknownHandler {
-                entity_type: E::NAME.to_owned(),
-                handler: handler.to_owned(),
-            })?;
-        if caller == Caller::Client
-            && (registered.visibility != Visibility::Public
-                || registered.kind == HandlerKind::Method)
-        {
-            return Err(EntityError::NotCallable {
-                entity_type: E::NAME.to_owned(),
-                handler: handler.to_owned(),
-                visibility: registered.visibility,
-            });
-        }
+        let registered = self.callable(handler, caller)?;
         if registered.kind == HandlerKind::Workflow {
             let request = match request {
                 Some(request) => request,
@@ -278,6 +265,92 @@ impl<E: Entity> EntityType<E> {
             E::NAME,
             key.entity_id()
         )))
+    }
+
+    /// The handler `handler`, if `caller` may call it.
+    fn callable(&self, handler: &str, caller: Caller) -> Result<&Arc<Registered<E>>, EntityError> {
+        if self.runtime.shutting_down.load(Ordering::Acquire) {
+            return Err(EntityError::ShuttingDown);
+        }
+        let registered = self
+            .handlers
+            .get(handler)
+            .ok_or_else(|| EntityError::UnknownHandler {
+                entity_type: E::NAME.to_owned(),
+                handler: handler.to_owned(),
+            })?;
+        if caller == Caller::Client
+            && (registered.visibility != Visibility::Public
+                || registered.kind == HandlerKind::Method)
+        {
+            return Err(EntityError::NotCallable {
+                entity_type: E::NAME.to_owned(),
+                handler: handler.to_owned(),
+                visibility: registered.visibility,
+            });
+        }
+        Ok(registered)
+    }
+
+    /// Records a persisted message for `handler` of `key`, due at `at` (now
+    /// if `None`); durable when this returns. A repeated request id is the
+    /// same message.
+    pub(crate) async fn send_persisted(
+        &self,
+        key: &EntityKey,
+        handler: &str,
+        params: Bytes,
+        request: Option<RequestId>,
+        at: Option<Timestamp>,
+    ) -> Result<PersistedSend, EntityError> {
+        self.callable(handler, Caller::Client)?;
+        let request =
+            request.unwrap_or_else(|| request_id(key, handler, KeySource::Params(&params)));
+        let now = now();
+        let message = StoredMessage::new(request, key.clone(), handler, params, now)
+            .with_next_attempt_at(at.unwrap_or(now));
+        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        batch.enqueue(message);
+        // A skipped enqueue is the same message sent before: nothing to do.
+        self.runtime.storage.commit(batch).await?;
+        self.runtime.deliverer.enqueued(key.shard());
+        Ok(PersistedSend::new(request, key.shard()))
+    }
+
+    /// Waits for the outcome of a persisted message: its reply, or its
+    /// dead letter.
+    pub(crate) async fn persisted_outcome(
+        &self,
+        send: &PersistedSend,
+    ) -> Result<Bytes, EntityError> {
+        let deliverer = &self.runtime.deliverer;
+        let waker = deliverer.reply_waker(send.request_id());
+        let outcome = loop {
+            let mut notified = pin!(waker.notified());
+            notified.as_mut().enable();
+            if let Some(reply) = self
+                .runtime
+                .storage
+                .read_reply(send.shard(), send.request_id())
+                .await?
+            {
+                break Ok(reply);
+            }
+            if let Some(letter) = deliverer
+                .dead_letter(send.shard(), send.request_id())
+                .await?
+            {
+                break Err(EntityError::DeadLettered {
+                    reason: letter.reason,
+                });
+            }
+            if deliverer.is_stopping() {
+                break Err(EntityError::ShuttingDown);
+            }
+            notified.await;
+        };
+        deliverer.forget_reply_waker(send.request_id(), waker);
+        outcome
     }
 
     /// Runs (or joins, or answers from storage) the workflow execution
@@ -364,6 +437,10 @@ impl<E: Entity> EntityType<E> {
             .await;
         if let Some(interruption) = ctx.take_interruption() {
             tracing::warn!(entity = %key.entity_id(), workflow = registered.name, error = %interruption, "workflow interrupted; it stays pending");
+            if !matches!(interruption, EntityError::ShuttingDown) {
+                // The deliverer retries it with backoff.
+                self.runtime.deliverer.enqueued(key.shard());
+            }
             return Err(interruption);
         }
         let reply = match run {
@@ -400,47 +477,6 @@ impl<E: Entity> EntityType<E> {
             return e.into();
         }
         error
-    }
-
-    /// Resumes every pending execution of this type's workflows (left by a
-    /// crash or a shutdown); returns how many were started.
-    pub(crate) async fn resume_pending(self: &Arc<Self>) -> Result<usize, EntityError> {
-        let mut resumed = 0;
-        for index in 0..self.runtime.config.shards_per_group() {
-            let shard = shard::shard_id(self.group, index);
-            let pending = self
-                .runtime
-                .storage
-                .due_messages(shard, Timestamp::MAX, RESUME_SCAN_ITEMS_MAX)
-                .await?;
-            if pending.len() == RESUME_SCAN_ITEMS_MAX {
-                tracing::warn!(%shard, "more pending executions than one scan reads; the rest resume when called");
-            }
-            for message in pending {
-                if message.target.entity_type() != E::NAME {
-                    continue;
-                }
-                let Some(registered) = self.handlers.get(&message.handler).cloned() else {
-                    tracing::warn!(handler = %message.handler, "a pending execution names an unknown handler");
-                    continue;
-                };
-                if registered.kind != HandlerKind::Workflow {
-                    continue;
-                }
-                let ty = self.clone();
-                tokio::spawn(async move {
-                    let target = message.target.clone();
-                    let result = ty
-                        .run_workflow(&target, registered, message.payload, message.request_id)
-                        .await;
-                    if let Err(error) = result {
-                        tracing::warn!(entity = %target.entity_id(), %error, "resumed workflow did not finish");
-                    }
-                });
-                resumed += 1;
-            }
-        }
-        Ok(resumed)
     }
 
     /// Stops every running workflow task (they stay pending in storage).
@@ -729,4 +765,23 @@ pub(crate) fn now() -> Timestamp {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
     Timestamp::from_unix_ms(ms)
+}
+
+/// Delivers persisted messages to entities of type `E`.
+pub(crate) struct DeliverTo<E: Entity>(pub(crate) Arc<EntityType<E>>);
+
+impl<E: Entity> Deliver for DeliverTo<E> {
+    fn deliver(&self, message: StoredMessage) -> BoxFuture<'static, Result<Bytes, EntityError>> {
+        let ty = self.0.clone();
+        Box::pin(async move {
+            ty.invoke(
+                &message.target,
+                &message.handler,
+                message.payload,
+                Some(message.request_id),
+                Caller::Client,
+            )
+            .await
+        })
+    }
 }

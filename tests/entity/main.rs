@@ -5,6 +5,7 @@ mod crash;
 mod errors;
 mod fixtures;
 mod lifecycle;
+mod messages;
 mod workflows;
 
 use std::future::Future;
