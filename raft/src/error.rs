@@ -78,6 +78,17 @@ pub enum Error {
         #[source]
         source: Box<redb::Error>,
     },
+    /// An append would leave a hole in the log (a bug in the caller: openraft
+    /// appends right after the last entry). Nothing was written.
+    #[error("{}: refusing to append log entry {found}: the next entry must be {expected}", path.display())]
+    LogHole {
+        /// The log file.
+        path: PathBuf,
+        /// The index the next entry must have.
+        expected: u64,
+        /// The index it had.
+        found: u64,
+    },
     /// The storage backend the state machine applies batches into failed
     /// with a fatal error (or was closed): the batch may not be applied, so
     /// the state machine stops.
@@ -115,6 +126,7 @@ impl Error {
                 io::ErrorKind::Unsupported
             }
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
+            Error::LogHole { .. } => io::ErrorKind::InvalidInput,
             Error::Engine { .. } | Error::Storage(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, self)

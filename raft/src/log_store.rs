@@ -247,12 +247,36 @@ impl Inner {
             .map_err(|e| self.engine("committing")(e.into()))
     }
 
+    /// Appends `entries` (contiguous, ascending) in one durable transaction.
+    /// Refuses, writing nothing, an append that would leave a hole after the
+    /// last entry (or after `last_purged` when the log is empty).
     fn append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<()> {
         let txn = self.begin_write(Durability::Immediate)?;
         {
             let mut log = txn
                 .open_table(LOG)
                 .map_err(|e| self.engine("appending")(e.into()))?;
+            let last = log
+                .last()
+                .map_err(|e| self.engine("appending")(e.into()))?
+                .map(|(index, _)| index.value());
+            let last = match last {
+                Some(last) => Some(last),
+                None => self.read_log_id(META_LAST_PURGED)?.map(|id| id.index),
+            };
+            let mut expected = last.map(|last| last.saturating_add(1));
+            for (index, _) in &entries {
+                if let Some(expected) = expected
+                    && *index > expected
+                {
+                    return Err(Error::LogHole {
+                        path: self.path.clone(),
+                        expected,
+                        found: *index,
+                    });
+                }
+                expected = Some(index.saturating_add(1));
+            }
             for (index, bytes) in &entries {
                 log.insert(*index, bytes.as_slice())
                     .map_err(|e| self.engine("appending")(e.into()))?;

@@ -5,6 +5,7 @@
 mod t01_suite;
 mod t02_log_store;
 mod t03_state_machine;
+mod t04_single_node;
 
 use std::sync::Arc;
 

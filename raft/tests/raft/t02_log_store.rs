@@ -225,3 +225,31 @@ async fn truncated_file_and_damaged_entry_are_errors() -> anyhow::Result<()> {
 
     Ok(())
 }
+
+#[tokio::test]
+async fn an_append_leaving_a_hole_is_refused() -> anyhow::Result<()> {
+    crate::init_tracing();
+    let dir = tempfile::tempdir()?;
+    let mut store = LogStore::open(dir.path().join("raft-log.redb"))?;
+    append(&mut store, (1..=3).map(|i| blank(1, i)).collect()).await?;
+
+    let (tx, rx) = TypeConfig::oneshot();
+    let result = store.append(vec![blank(1, 5)], IOFlushed::signal(tx)).await;
+    let error = result.expect_err("a hole is refused");
+    assert!(error.to_string().contains("must be 4"), "{error}");
+    assert!(rx.await?.is_err(), "the callback hears the failure too");
+
+    let state = store.get_log_state().await?;
+    assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(1, 1, 3)));
+
+    tracing::info!("--- after a purge of everything, the log continues after the purge point");
+    store.purge(log_id::<TypeConfig>(1, 1, 3)).await?;
+    assert!(
+        store
+            .append(vec![blank(1, 6)], IOFlushed::noop())
+            .await
+            .is_err()
+    );
+    append(&mut store, vec![blank(1, 4)]).await?;
+    Ok(())
+}
