@@ -17,8 +17,10 @@ mod config;
 pub mod entity;
 mod node;
 pub mod shard;
+pub mod singleton;
 
 pub use node::{DATA_FILE_NAME, Node, NodeBuilder, NodeError};
+pub use singleton::{SingletonContext, register_singleton, singleton};
 
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_ENTITY_MAILBOX_CAPACITY,

@@ -9,15 +9,18 @@ use std::any::Any;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use shoal_storage::{
     DeadLetter, Epoch, MemoryStorage, RedbConfig, RedbStorage, ShardId, Storage, WriteBatch,
 };
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actor::ActorSystem;
@@ -25,6 +28,7 @@ use crate::entity::delivery::Deliverer;
 use crate::entity::runtime::{Caller, DeliverTo, EntityType, Runtime, now};
 use crate::entity::{Entity, EntityClient, EntityError, Handlers};
 use crate::shard::{self, ShardGroup};
+use crate::singleton::{Singleton, SingletonContext};
 use crate::{Config, ConfigError};
 
 /// The name of the data file inside a node's data directory.
@@ -84,7 +88,12 @@ struct Inner {
     types: HashMap<&'static str, Registered>,
     data_file: Option<PathBuf>,
     delivery: Mutex<Option<JoinHandle<()>>>,
+    singletons: Mutex<HashMap<Arc<str>, JoinHandle<()>>>,
+    stop_singletons: watch::Sender<bool>,
 }
+
+/// How long shutdown waits for singletons to return after cancelling them.
+const SINGLETON_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Every shard of every shard group a registered type uses.
 fn all_shards(types: &HashMap<&'static str, Registered>, shards_per_group: u32) -> Vec<ShardId> {
@@ -152,6 +161,7 @@ pub struct NodeBuilder {
     storage: StorageChoice,
     config: Config,
     registrations: Vec<Registration>,
+    singletons: Vec<Singleton>,
 }
 
 enum StorageChoice {
@@ -209,6 +219,23 @@ impl NodeBuilder {
                     },
                 ))
             }));
+        self
+    }
+
+    /// Runs `body` as a singleton called `name` once the node has started,
+    /// with the default supervision (see [the `singleton` module](mod@crate::singleton)).
+    pub fn singleton<F, Fut>(self, name: impl Into<String>, body: F) -> Self
+    where
+        F: Fn(SingletonContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.singleton_with(crate::singleton::singleton(name).build(body))
+    }
+
+    /// Runs a singleton made with [`crate::singleton::singleton()`] once the
+    /// node has started.
+    pub fn singleton_with(mut self, singleton: Singleton) -> Self {
+        self.singletons.push(singleton);
         self
     }
 
@@ -280,14 +307,20 @@ impl NodeBuilder {
         if let Some(path) = &data_file {
             tracing::info!(path = %path.display(), entity_types = types.len(), resumed, "node started");
         }
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(Inner {
                 runtime,
                 types,
                 data_file,
                 delivery: Mutex::new(Some(delivery)),
+                singletons: Mutex::new(HashMap::new()),
+                stop_singletons: watch::Sender::new(false),
             }),
-        })
+        };
+        for singleton in self.singletons {
+            node.start_singleton(singleton)?;
+        }
+        Ok(node)
     }
 }
 
@@ -298,6 +331,7 @@ impl Node {
             storage: StorageChoice::Memory,
             config: Config::default(),
             registrations: Vec::new(),
+            singletons: Vec::new(),
         }
     }
 
@@ -350,6 +384,39 @@ impl Node {
             .sum()
     }
 
+    /// Starts `singleton` on this node.
+    pub(crate) fn start_singleton(&self, singleton: Singleton) -> Result<(), NodeError> {
+        if self.inner.runtime.shutting_down.load(Ordering::Acquire) {
+            return Err(NodeError::ShuttingDown);
+        }
+        let mut singletons = self
+            .inner
+            .singletons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if singletons
+            .get(&singleton.name)
+            .is_some_and(|task| !task.is_finished())
+        {
+            return Err(NodeError::DuplicateSingleton(singleton.name.to_string()));
+        }
+        let name = singleton.name.clone();
+        let cancel = self.inner.stop_singletons.subscribe();
+        let task = tokio::spawn(crate::singleton::supervise(singleton, self.clone(), cancel));
+        singletons.insert(name, task);
+        Ok(())
+    }
+
+    /// Whether the singleton called `name` is running on this node.
+    pub fn singleton_running(&self, name: &str) -> bool {
+        self.inner
+            .singletons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .is_some_and(|task| !task.is_finished())
+    }
+
     /// Dead-lettered persisted messages, at most `limit`, shard by shard.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, EntityError> {
         let storage = &self.inner.runtime.storage;
@@ -387,6 +454,26 @@ impl Node {
     /// fail with [`EntityError::ShuttingDown`].
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         let runtime = &self.inner.runtime;
+        // Singletons first: they may still call entities while finishing.
+        self.inner.stop_singletons.send_replace(true);
+        let singletons: Vec<_> = self
+            .inner
+            .singletons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
+        for task in singletons {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SINGLETON_STOP_GRACE, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a singleton ignored cancellation; aborted");
+                abort.abort();
+            }
+        }
         runtime.shutting_down.store(true, Ordering::Release);
         runtime.deliverer.stop();
         let delivery = self
@@ -451,6 +538,12 @@ pub enum NodeError {
     /// Pending workflow executions could not be read at start-up.
     #[error("cannot resume pending workflows: {0}")]
     Resume(EntityError),
+    /// A singleton with this name is already running.
+    #[error("a singleton called {0:?} is already running")]
+    DuplicateSingleton(String),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
     /// `start` ran outside a tokio runtime.
     #[error("a node must start inside a tokio runtime")]
     NoRuntime,

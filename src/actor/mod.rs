@@ -69,7 +69,7 @@ mod control;
 mod envelope;
 mod error;
 mod runner;
-mod supervisor;
+pub(crate) mod supervisor;
 mod system;
 mod traits;
 

@@ -6,6 +6,7 @@ mod errors;
 mod fixtures;
 mod lifecycle;
 mod messages;
+mod singletons;
 mod workflows;
 
 use std::future::Future;
