@@ -6,6 +6,7 @@ mod t01_suite;
 mod t02_log_store;
 mod t03_state_machine;
 mod t04_single_node;
+mod t05_crash;
 
 use std::sync::Arc;
 

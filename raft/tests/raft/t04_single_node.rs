@@ -17,7 +17,7 @@ use shoal_raft::{Command, LogStore, Rejected, Response, StateMachine, TypeConfig
 use shoal_storage::{EntityKey, Epoch, RedbConfig, RedbStorage, ShardId, Storage, WriteBatch};
 
 /// A network with no peers: a single node never sends anything.
-struct NoPeers;
+pub(crate) struct NoPeers;
 
 #[derive(Debug)]
 struct NoPeer;
@@ -38,7 +38,7 @@ impl RaftNetworkFactory<TypeConfig> for NoPeers {
     }
 }
 
-struct NoPeersClient;
+pub(crate) struct NoPeersClient;
 
 impl RaftNetworkV2<TypeConfig> for NoPeersClient {
     type SnapshotData = Bytes;
@@ -97,7 +97,7 @@ fn is_locked(error: &anyhow::Error) -> bool {
     )
 }
 
-async fn start(
+pub(crate) async fn start(
     dir: &std::path::Path,
 ) -> anyhow::Result<(Raft<TypeConfig, StateMachine>, Arc<dyn Storage>)> {
     let storage: Arc<dyn Storage> = open_retrying(|| {
