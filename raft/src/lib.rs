@@ -12,6 +12,8 @@
 //!   an `Arc<dyn shoal_storage::Storage>`, and keeps `last_applied`, the
 //!   membership and the current snapshot in a small redb file (the
 //!   *applied-state file*);
+//! - [`config()`]: the openraft `Config` to run with (no log-purging
+//!   snapshot policy, see its docs);
 //! - [`enum@Error`]: this layer's errors.
 //!
 //! Both pass `openraft::testing::log::Suite` (see `tests/raft/`).
@@ -22,6 +24,7 @@
 //!   and commands (the one on-disk and on-wire form);
 //! - `file`: opening a redb file with the magic / format-version check;
 //! - `log_store`, `state_machine`: the two openraft storage traits;
+//! - `config`: the openraft configuration;
 //! - `error`: [`enum@Error`].
 //!
 //! # Not here (yet)
@@ -47,12 +50,14 @@
 //! ```
 
 mod codec;
+mod config;
 mod error;
 mod file;
 mod log_store;
 mod state_machine;
 mod types;
 
+pub use config::config;
 pub use error::{Error, Result};
 pub use log_store::{LogReader, LogStore};
 pub use state_machine::{Snapshot, SnapshotBuilder, StateMachine};

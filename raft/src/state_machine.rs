@@ -53,8 +53,8 @@
 //! `last_applied` ≥ the snapshot's `last_data`); otherwise it fails with
 //! [`Error::SnapshotUnsupported`] rather than silently skipping data. So
 //! until the storage layer gets export/import, a cluster must not purge log
-//! entries a lagging or new node still needs (e.g.
-//! `SnapshotPolicy::Never`).
+//! entries a lagging or new node still needs: run with
+//! [`config()`](crate::config()) (`SnapshotPolicy::Never`).
 
 use std::io;
 use std::path::{Path, PathBuf};

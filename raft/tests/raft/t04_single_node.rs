@@ -12,7 +12,7 @@ use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Config, Raft};
+use openraft::{BasicNode, Raft};
 use shoal_raft::{Command, LogStore, Rejected, Response, StateMachine, TypeConfig, Vote};
 use shoal_storage::{EntityKey, Epoch, RedbConfig, RedbStorage, ShardId, Storage, WriteBatch};
 
@@ -114,13 +114,7 @@ pub(crate) async fn start(
         )?)
     })
     .await?;
-    let config = Arc::new(
-        Config {
-            cluster_name: "shoal-test".to_owned(),
-            ..Config::default()
-        }
-        .validate()?,
-    );
+    let config = Arc::new(shoal_raft::config("shoal-test")?);
     let raft = Raft::new(1, config, NoPeers, log, sm).await?;
     Ok((raft, storage))
 }
