@@ -366,6 +366,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
+        let applied_before = self.state.last_applied;
         let mut answers = Vec::new();
         let mut failure = None;
         while let Some(item) = entries.next().await {
@@ -401,7 +402,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         // Record what did apply, even when stopping on a failure.
-        self.persist().await?;
+        if self.state.last_applied != applied_before {
+            self.persist().await?;
+        }
         if let Some(error) = failure {
             return Err(error);
         }
