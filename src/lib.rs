@@ -14,6 +14,7 @@
 
 pub mod actor;
 mod config;
+pub mod cron;
 pub mod entity;
 mod node;
 pub mod shard;

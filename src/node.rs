@@ -232,6 +232,12 @@ impl NodeBuilder {
         self.singleton_with(crate::singleton::singleton(name).build(body))
     }
 
+    /// Runs a cron job (as the singleton `cron:<name>`) once the node has
+    /// started.
+    pub fn cron(self, job: crate::cron::CronJob) -> Self {
+        self.singleton_with(job.into_singleton())
+    }
+
     /// Runs a singleton made with [`crate::singleton::singleton()`] once the
     /// node has started.
     pub fn singleton_with(mut self, singleton: Singleton) -> Self {
@@ -405,6 +411,11 @@ impl Node {
         let task = tokio::spawn(crate::singleton::supervise(singleton, self.clone(), cancel));
         singletons.insert(name, task);
         Ok(())
+    }
+
+    /// The storage backend.
+    pub(crate) fn storage(&self) -> Arc<dyn Storage> {
+        self.inner.runtime.storage.clone()
     }
 
     /// Whether the singleton called `name` is running on this node.

@@ -155,6 +155,19 @@ impl<E: Entity> EntityClient<E> {
         H: Callable<E, K>,
     {
         let _ = handler;
+        self.send_persisted_typed::<H, K>(params, key, at).await
+    }
+
+    /// A persisted send named by the handler's type alone.
+    pub(crate) async fn send_persisted_typed<H, K>(
+        &self,
+        params: H::Params,
+        key: Option<&str>,
+        at: Option<Timestamp>,
+    ) -> Result<PersistedSend, EntityError>
+    where
+        H: Callable<E, K>,
+    {
         let (ty, entity) = self.target.as_ref().map_err(Clone::clone)?;
         let request = key.map(|key| idempotency_request_id(entity, H::NAME, key));
         let params = encode(&params, "parameters")?;
