@@ -3,7 +3,7 @@
 
 use shoal_storage::EntityKey;
 
-use super::traits::{Entity, Method};
+use super::traits::{Composes, Entity, EntityTrait, Method};
 
 /// The context of an [`super::Rpc`] (and of a [`Method`]): read-only state.
 pub struct RpcContext<'a, E: Entity> {
@@ -36,6 +36,14 @@ impl<'a, E: Entity> RpcContext<'a, E> {
     /// Runs one of this entity's [`Method`]s.
     pub async fn method<M: Method<E>>(&self, method: &M, params: M::Params) -> M::Output {
         method.run(self, params).await
+    }
+
+    /// The state of composed entity trait `T`.
+    pub fn trait_state<T: EntityTrait>(&self) -> &T::State
+    where
+        E: Composes<T>,
+    {
+        E::trait_state(self.state)
     }
 }
 
@@ -71,6 +79,23 @@ impl<'a, E: Entity> ActivityContext<'a, E> {
     /// The entity's storage key (its shard, type and id).
     pub fn key(&self) -> &EntityKey {
         self.key
+    }
+
+    /// The state of composed entity trait `T`.
+    pub fn trait_state<T: EntityTrait>(&self) -> &T::State
+    where
+        E: Composes<T>,
+    {
+        E::trait_state(self.state)
+    }
+
+    /// The state of composed entity trait `T`, to change; it commits with
+    /// the rest of the entity's state.
+    pub fn trait_state_mut<T: EntityTrait>(&mut self) -> &mut T::State
+    where
+        E: Composes<T>,
+    {
+        E::trait_state_mut(self.state)
     }
 
     /// Runs one of this entity's [`Method`]s on the current (uncommitted)

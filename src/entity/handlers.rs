@@ -12,7 +12,7 @@ use shoal_storage::EntityKey;
 use super::codec::{decode, encode};
 use super::context::{ActivityContext, RpcContext};
 use super::error::EntityError;
-use super::traits::{Activity, Entity, Method, Rpc, Visibility, Workflow};
+use super::traits::{Activity, Composes, Entity, EntityTrait, Method, Rpc, Visibility, Workflow};
 use super::workflow::WorkflowContext;
 
 /// The kind of a registered handler.
@@ -148,6 +148,15 @@ impl<E: Entity> Handlers<E> {
             H::VISIBILITY,
             Body::Call(Box::new(ActivityCall(handler))),
         )
+    }
+
+    /// Composes entity trait `T`: registers its handlers on this type.
+    pub fn compose<T: EntityTrait>(&mut self) -> &mut Self
+    where
+        E: Composes<T>,
+    {
+        T::handlers(self);
+        self
     }
 
     /// Registers an internal helper. It is never callable by clients; the

@@ -11,6 +11,9 @@
 //! | method | [`Method`] | `&State` | no | never (internal helper) |
 //! | workflow | [`Workflow`] | steps via [`WorkflowContext`] | every step; replayed after a crash | yes (public by default) |
 //!
+//! Reusable behaviours are [`EntityTrait`]s: handlers and state of their
+//! own, composed into several entity types with [`Handlers::compose`].
+//!
 //! Clients are typed: `node.client::<Account>("alice").call(Deposit, 100)`
 //! only compiles with `Deposit`'s parameter type and yields its output.
 //! Values crossing the boundary, and the state itself, are MessagePack with
@@ -37,6 +40,7 @@ pub use context::{ActivityContext, RpcContext};
 pub use error::EntityError;
 pub use handlers::{HandlerKind, Handlers};
 pub use traits::{
-    Activity, Callable, Entity, Method, Payload, Rpc, State, Visibility, Workflow, kind,
+    Activity, Callable, Composes, Entity, EntityTrait, Method, Payload, Rpc, State, Visibility,
+    Workflow, kind,
 };
 pub use workflow::WorkflowContext;

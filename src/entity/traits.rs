@@ -95,6 +95,38 @@ pub trait Entity: Send + Sync + Sized + 'static {
     }
 }
 
+/// A reusable behaviour — handlers and state of its own — composed into
+/// several entity types (e.g. an `Auditable` trait keeping an audit log).
+///
+/// The trait's state lives inside each composing entity's state (a field,
+/// exposed through [`Composes`]), so a trait activity's change commits
+/// atomically with the entity like any other. Its handlers are generic over
+/// the composing entity (`impl<E: Composes<Auditable>> Activity<E> for
+/// Record`), registered with [`Handlers::compose`], and callable through
+/// each entity's client. A trait's [`Visibility::Protected`] handlers are
+/// callable by the entity and its traits, not by clients.
+pub trait EntityTrait: Send + Sync + 'static {
+    /// The trait's stable name (for logs and errors).
+    const NAME: &'static str;
+    /// The trait's own state.
+    type State: State;
+
+    /// Registers the trait's handlers on an entity type that composes it.
+    fn handlers<E: Composes<Self>>(handlers: &mut Handlers<E>)
+    where
+        Self: Sized;
+}
+
+/// An entity type composing trait `T`: says where `T`'s state lives inside
+/// the entity's state (typically a `#[serde(default)]` field, so adding a
+/// trait to an entity keeps its old data readable).
+pub trait Composes<T: EntityTrait>: Entity {
+    /// The trait's state.
+    fn trait_state(state: &Self::State) -> &T::State;
+    /// The trait's state, to change.
+    fn trait_state_mut(state: &mut Self::State) -> &mut T::State;
+}
+
 /// Who may call a handler (the seed's visibility rules).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -8,6 +8,7 @@ mod fixtures;
 mod lifecycle;
 mod messages;
 mod singletons;
+mod traits;
 mod workflows;
 
 use std::future::Future;
