@@ -49,7 +49,8 @@ impl Entity for Wallet {
             .workflow(Move)
             .workflow(TwoStep)
             .workflow(Nap)
-            .workflow(Approval);
+            .workflow(Approval)
+            .workflow(SlowMove);
     }
 }
 
@@ -104,6 +105,33 @@ impl Workflow<Wallet> for Move {
     async fn run(&self, ctx: &mut WorkflowContext<Wallet>, p: MoveParams) -> Result<i64, String> {
         let debit = ctx
             .activity(Apply, (format!("{}-debit", p.id), -p.amount))
+            .await
+            .map_err(|e| e.to_string())??;
+        ctx.call::<Wallet, _, _>(&p.to, Apply, (format!("{}-credit", p.id), p.amount))
+            .await
+            .map_err(|e| e.to_string())??;
+        Ok(debit)
+    }
+}
+
+/// `Move` with a durable sleep and a deferred wait between its two steps,
+/// so a kill lands in each kind of step.
+struct SlowMove;
+impl Workflow<Wallet> for SlowMove {
+    const NAME: &'static str = "slow_move";
+    type Params = MoveParams;
+    type Output = i64;
+    type Error = String;
+    async fn run(&self, ctx: &mut WorkflowContext<Wallet>, p: MoveParams) -> Result<i64, String> {
+        let debit = ctx
+            .activity(Apply, (format!("{}-debit", p.id), -p.amount))
+            .await
+            .map_err(|e| e.to_string())??;
+        ctx.sleep("settle", Duration::from_millis(4))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (): () = ctx
+            .deferred(&format!("go-{}", p.id))
             .await
             .map_err(|e| e.to_string())??;
         ctx.call::<Wallet, _, _>(&p.to, Apply, (format!("{}-credit", p.id), p.amount))
@@ -538,7 +566,8 @@ fn move_for(k: u64) -> (String, MoveParams) {
     )
 }
 
-/// The child's workload: workflow k = 0, 1, 2, … until killed.
+/// The child's workload: workflow k = 0, 1, 2, … until killed; each one's
+/// deferred is resolved a moment after it starts.
 #[tokio::test]
 #[ignore = "the child process of `workflows_finish_exactly_once_across_kill_9`"]
 async fn workflow_crash_child() {
@@ -563,11 +592,13 @@ async fn workflow_crash_child() {
     let mut out = std::io::stdout().lock();
     for k in from.. {
         let (wallet, params) = move_for(k);
-        node.client::<Wallet>(wallet)
-            .call(Move, params)
-            .await
-            .unwrap()
-            .unwrap();
+        let client = node.client::<Wallet>(wallet);
+        let resolver = client.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let _ = resolver.resolve_deferred(&format!("go-{k}"), Ok(())).await;
+        });
+        client.call(SlowMove, params).await.unwrap().unwrap();
         writeln!(out, "DONE {k}").unwrap();
         out.flush().unwrap();
     }
@@ -584,11 +615,11 @@ async fn workflows_finish_exactly_once_across_kill_9() {
     eprintln!("workflow crash test seed: {seed}");
     let exe = std::env::current_exe().unwrap();
     let mut next_from = 0;
-    for round in 0..5 {
+    for round in 0..20 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let kill_after = 3 + seed % 40;
+        let kill_after = 1 + seed % 12;
         tracing::info!("--- round {round}: workflows from {next_from}, kill after {kill_after}");
         let mut child = Command::new(&exe)
             .args([
@@ -638,7 +669,12 @@ async fn workflows_finish_exactly_once_across_kill_9() {
     // interrupted one resumes (or joins its resumed run).
     for k in 0..=next_from {
         let (wallet, params) = move_for(k);
-        let result = within("re-call", node.client::<Wallet>(wallet).call(Move, params)).await;
+        let client = node.client::<Wallet>(wallet);
+        match client.resolve_deferred(&format!("go-{k}"), Ok(())).await {
+            Ok(()) | Err(EntityError::DeferredAlreadyResolved { .. }) => {}
+            Err(e) => panic!("resolving go-{k}: {e}"),
+        }
+        let result = within("re-call", client.call(SlowMove, params)).await;
         assert!(matches!(result, Ok(Ok(_))), "workflow {k}: {result:?}");
     }
     let mut total = 0;
