@@ -71,6 +71,14 @@ impl<E: Entity> Registered<E> {
         }
     }
 
+    /// The handler's own idempotency key for these parameters, if any.
+    pub(crate) fn custom_key(&self, params: &[u8]) -> Result<Option<String>, EntityError> {
+        match &self.body {
+            Body::Call(call) => call.custom_key(params),
+            Body::Workflow(workflow) => workflow.custom_key(params),
+        }
+    }
+
     pub(crate) fn workflow(&self) -> Option<&dyn ErasedWorkflow<E>> {
         match &self.body {
             Body::Workflow(workflow) => Some(workflow.as_ref()),
@@ -95,6 +103,10 @@ pub(crate) trait ErasedWorkflow<E: Entity>: Send + Sync {
 }
 
 trait ErasedCall<E: Entity>: Send + Sync {
+    fn custom_key(&self, _params: &[u8]) -> Result<Option<String>, EntityError> {
+        Ok(None)
+    }
+
     fn call<'a>(
         &'a self,
         entity: &'a E,
@@ -235,6 +247,11 @@ impl<E: Entity, H: Rpc<E>> ErasedCall<E> for RpcCall<H> {
 struct ActivityCall<H>(H);
 
 impl<E: Entity, H: Activity<E>> ErasedCall<E> for ActivityCall<H> {
+    fn custom_key(&self, params: &[u8]) -> Result<Option<String>, EntityError> {
+        let params: H::Params = decode(params, "parameters")?;
+        Ok(self.0.idempotency_key(&params))
+    }
+
     fn call<'a>(
         &'a self,
         entity: &'a E,

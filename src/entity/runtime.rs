@@ -210,20 +210,18 @@ impl<E: Entity> EntityType<E> {
         caller: Caller,
     ) -> Result<Bytes, EntityError> {
         let registered = self.callable(handler, caller)?;
+        // A handler's own key, unless the caller gave one or a workflow
+        // journal deduplicates the step.
+        let custom = match (request, caller) {
+            (None, Caller::Client) => registered
+                .custom_key(&params)?
+                .map(|custom| request_id(key, handler, KeySource::Key(&custom))),
+            _ => None,
+        };
+        let request = request.or(custom);
         if registered.kind == HandlerKind::Workflow {
-            let request = match request {
-                Some(request) => request,
-                None => {
-                    let custom = match registered.workflow() {
-                        Some(workflow) => workflow.custom_key(&params)?,
-                        None => None,
-                    };
-                    match custom {
-                        Some(custom) => request_id(key, handler, KeySource::Key(&custom)),
-                        None => request_id(key, handler, KeySource::Params(&params)),
-                    }
-                }
-            };
+            let request =
+                request.unwrap_or_else(|| request_id(key, handler, KeySource::Params(&params)));
             return self
                 .run_workflow(key, registered.clone(), params, request)
                 .await;

@@ -177,8 +177,18 @@ pub trait Activity<E: Entity>: Send + Sync + 'static {
     /// The result of a failed run (its changes are discarded).
     type Error: Payload;
 
-    /// Runs once per call (once per idempotency key when the caller gives
-    /// one).
+    /// The idempotency key of a client call with `params`, when the handler
+    /// has one (e.g. a payment id inside them): calls with the same key run
+    /// once and get the stored result. `None` (the default) means every call
+    /// runs — an `add(1)` called twice adds twice — unless the caller gives
+    /// a key ([`super::EntityClient::call_with_key`], which takes
+    /// precedence). Calls from workflows are deduplicated by the journal.
+    fn idempotency_key(&self, params: &Self::Params) -> Option<String> {
+        let _ = params;
+        None
+    }
+
+    /// Runs once per call (once per idempotency key when there is one).
     fn run(
         &self,
         ctx: &mut ActivityContext<'_, E>,

@@ -43,6 +43,7 @@ impl Entity for Counter {
             .activity(AddThenPanic)
             .activity(Reset)
             .activity(Wait)
+            .activity(Pay)
             .method(Double);
     }
 }
@@ -153,6 +154,28 @@ impl Activity<Counter> for Wait {
             .map_err(|e| e.to_string())?;
         permit.forget();
         ctx.state_mut().value += 1;
+        Ok(ctx.state().value)
+    }
+}
+
+/// Adds `amount` once per payment id: the handler's own idempotency key.
+pub struct Pay;
+impl Activity<Counter> for Pay {
+    const NAME: &'static str = "pay";
+    const VISIBILITY: Visibility = Visibility::Public;
+    type Params = (String, i64);
+    type Output = i64;
+    type Error = String;
+    fn idempotency_key(&self, (payment, _): &(String, i64)) -> Option<String> {
+        Some(payment.clone())
+    }
+    async fn run(
+        &self,
+        ctx: &mut ActivityContext<'_, Counter>,
+        (_, amount): (String, i64),
+    ) -> Result<i64, String> {
+        ctx.entity().runs.fetch_add(1, Ordering::SeqCst);
+        ctx.state_mut().value += amount;
         Ok(ctx.state().value)
     }
 }

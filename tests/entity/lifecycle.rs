@@ -10,7 +10,7 @@ use shoal::entity::{
 };
 use shoal::{Config, Node};
 
-use crate::fixtures::{Add, AddThenFail, AddThenPanic, Count, Counter, Get, GetDoubled, Wait};
+use crate::fixtures::{Add, AddThenFail, AddThenPanic, Count, Counter, Get, GetDoubled, Pay, Wait};
 use crate::within;
 
 async fn node_at(dir: &std::path::Path, counter: Counter, config: Config) -> Node {
@@ -177,6 +177,30 @@ async fn an_idempotency_key_runs_the_body_once_also_after_a_restart() {
             .unwrap(),
         Ok(5)
     );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_handler_can_name_its_own_idempotency_key() {
+    let counter = Counter::new();
+    let node = Node::builder()
+        .register(counter.clone())
+        .start()
+        .await
+        .unwrap();
+    let c = node.client::<Counter>("payee");
+    assert_eq!(c.call(Pay, ("p-1".into(), 5)).await.unwrap(), Ok(5));
+    // Same payment id, even with other parameters: the stored result.
+    assert_eq!(c.call(Pay, ("p-1".into(), 7)).await.unwrap(), Ok(5));
+    assert_eq!(c.call(Pay, ("p-2".into(), 7)).await.unwrap(), Ok(12));
+    // A key given per call takes precedence over the handler's.
+    assert_eq!(
+        c.call_with_key(Pay, ("p-1".into(), 1), "manual")
+            .await
+            .unwrap(),
+        Ok(13)
+    );
+    assert_eq!(counter.runs.load(Ordering::SeqCst), 3);
     node.shutdown().await.unwrap();
 }
 
