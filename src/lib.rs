@@ -28,3 +28,8 @@ pub use config::{
     DEFAULT_ENTITY_MAX_IDLE_TIME, DEFAULT_STORAGE_MESSAGE_MAX_RETRIES,
     DEFAULT_STORAGE_MESSAGE_RETRY_BACKOFF, DEFAULT_STORAGE_POLL_INTERVAL,
 };
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
