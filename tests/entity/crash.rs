@@ -6,9 +6,7 @@
 //! The child is this very test binary, running the ignored test
 //! `crash::crash_child` (selected by name), so no other binary is needed.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::io::Write;
 
 use shoal::Node;
 
@@ -52,73 +50,21 @@ async fn crash_child() {
     }
 }
 
-/// A small deterministic generator, so a failing run can be replayed from
-/// the printed seed.
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_deposits_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("crash test seed: {seed}");
-    let exe = std::env::current_exe().unwrap();
+    let mut seed = crate::seed("crash test");
     let mut acked_through: Option<u64> = None;
     for round in 0..4 {
         let from = acked_through.map_or(0, |k| k + 1);
-        let kill_after = 5 + next(&mut seed) % 60;
+        let kill_after = 5 + crate::next(&mut seed) % 60;
         tracing::info!("--- round {round}: deposits from {from}, kill after {kill_after} acks");
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "crash::crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_VAR, dir.path())
-            .env(FROM_VAR, from.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(k) = line.strip_prefix("ACK ") {
-                    acks.push(k.parse::<u64>().unwrap());
-                    if acks.len() as u64 >= kill_after {
-                        break;
-                    }
-                }
-                if Instant::now() > deadline {
-                    break;
-                }
-            }
-            acks
-        });
-        let acks = tokio::task::spawn_blocking(move || reader.join().unwrap())
-            .await
-            .unwrap();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        assert_eq!(
-            acks.len() as u64,
-            kill_after,
-            "the child acknowledged {} deposits before the deadline",
-            acks.len()
-        );
+        let env = [
+            (DIR_VAR, dir.path().display().to_string()),
+            (FROM_VAR, from.to_string()),
+        ];
+        let acks =
+            crate::run_child_until_killed("crash::crash_child", &env, "ACK ", kill_after).await;
         assert_eq!(acks.first(), Some(&from));
         acked_through = acks.last().copied();
     }

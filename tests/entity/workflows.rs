@@ -1,11 +1,10 @@
 //! Durable workflows: journaled steps, idempotent executions, resume after a
 //! restart by replay, divergence detection, and a kill -9 crash loop.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shoal::Node;
@@ -607,58 +606,24 @@ async fn workflow_crash_child() {
 #[tokio::test(flavor = "multi_thread")]
 async fn workflows_finish_exactly_once_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("workflow crash test seed: {seed}");
-    let exe = std::env::current_exe().unwrap();
+    let mut seed = crate::seed("workflow crash test");
     let mut next_from = 0;
     for round in 0..20 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let kill_after = 1 + seed % 12;
+        let kill_after = 1 + crate::next(&mut seed) % 12;
         tracing::info!("--- round {round}: workflows from {next_from}, kill after {kill_after}");
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "workflows::workflow_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_VAR, dir.path())
-            .env(FROM_VAR, next_from.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let done = tokio::task::spawn_blocking(move || {
-            let mut done = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(k) = line.strip_prefix("DONE ") {
-                    done.push(k.parse::<u64>().unwrap());
-                    if done.len() as u64 >= kill_after || Instant::now() > deadline {
-                        break;
-                    }
-                }
-            }
-            done
-        })
-        .await
-        .unwrap();
-        child.kill().unwrap(); // SIGKILL, most likely in the middle of a workflow
-        child.wait().unwrap();
-        assert_eq!(
-            done.len() as u64,
+        let env = [
+            (DIR_VAR, dir.path().display().to_string()),
+            (FROM_VAR, next_from.to_string()),
+        ];
+        // Most likely killed in the middle of a workflow: an activity, a
+        // durable sleep or a deferred wait.
+        let done = crate::run_child_until_killed(
+            "workflows::workflow_crash_child",
+            &env,
+            "DONE ",
             kill_after,
-            "the child finished too few workflows in time"
-        );
+        )
+        .await;
         next_from = done.last().unwrap() + 1;
     }
 
