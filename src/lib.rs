@@ -7,16 +7,22 @@
 //!   activates, persists and passivates entities;
 //! - [`Node`]: the embedded entry point (data directory, registered types);
 //! - [`shard`]: the stable entity-id → shard mapping;
+//! - workflows, persisted messages, [`cron`] and [`singleton`]s: durable
+//!   execution on top of entities;
+//! - [`server`]: a node served over QUIC + mutual TLS and its remote
+//!   [`server::Client`]; [`builtin`] entity types for the `shoal` binary;
 //! - [`Config`]: validated entity-runtime settings and their defaults.
 //!
 //! The storage model lives in the `shoal-storage` crate and the QUIC
 //! transport in `shoal-transport`; see `ARCHITECTURE.md` for the map.
 
 pub mod actor;
+pub mod builtin;
 mod config;
 pub mod cron;
 pub mod entity;
 mod node;
+pub mod server;
 pub mod shard;
 pub mod singleton;
 

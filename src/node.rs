@@ -232,6 +232,13 @@ impl NodeBuilder {
         self.singleton_with(crate::singleton::singleton(name).build(body))
     }
 
+    /// Registers the built-in entity types ([`crate::builtin::Kv`],
+    /// [`crate::builtin::Counter`]).
+    pub fn with_builtins(self) -> Self {
+        self.register(crate::builtin::Kv)
+            .register(crate::builtin::Counter)
+    }
+
     /// Runs a cron job (as the singleton `cron:<name>`) once the node has
     /// started.
     pub fn cron(self, job: crate::cron::CronJob) -> Self {
@@ -416,6 +423,29 @@ impl Node {
     /// The storage backend.
     pub(crate) fn storage(&self) -> Arc<dyn Storage> {
         self.inner.runtime.storage.clone()
+    }
+
+    /// The names of the registered entity types, sorted.
+    pub fn entity_types(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.inner.types.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The names of the singletons running on this node, sorted.
+    pub fn singletons(&self) -> Vec<String> {
+        let singletons = self
+            .inner
+            .singletons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = singletons
+            .iter()
+            .filter(|(_, task)| !task.is_finished())
+            .map(|(name, _)| name.to_string())
+            .collect();
+        names.sort_unstable();
+        names
     }
 
     /// Whether the singleton called `name` is running on this node.

@@ -1,6 +1,7 @@
 //! Behaviour tests of the entity runtime and `Node`, one file per topic.
 //! Every wait is bounded, so a hang fails instead of stalling.
 
+mod cli;
 mod crash;
 mod cron;
 mod errors;

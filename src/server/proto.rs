@@ -1,0 +1,92 @@
+//! The protobuf messages of the node API (`shoal.api.v1`), declared with
+//! prost derives. Schema:
+//!
+//! ```text
+//! message CallRequest { string entity_type = 1; string entity_id = 2; string handler = 3; bytes params = 4; }
+//! message StatusReply { uint64 node_id = 1; string cluster = 2; repeated string entity_types = 3;
+//!                       uint64 active_entities = 4; uint32 shards_per_group = 5; string data_file = 6;
+//!                       repeated string singletons = 7; }
+//! ```
+//!
+//! Fields are only ever added, never renumbered.
+
+/// A call to an entity handler by name.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CallRequest {
+    /// The entity type's name.
+    #[prost(string, tag = "1")]
+    pub entity_type: String,
+    /// The entity id.
+    #[prost(string, tag = "2")]
+    pub entity_id: String,
+    /// The handler's name.
+    #[prost(string, tag = "3")]
+    pub handler: String,
+    /// MessagePack parameters.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub params: bytes::Bytes,
+}
+
+/// A node's status.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusReply {
+    /// The node's id.
+    #[prost(uint64, tag = "1")]
+    pub node_id: u64,
+    /// The cluster's name (from its CA).
+    #[prost(string, tag = "2")]
+    pub cluster: String,
+    /// Registered entity types.
+    #[prost(string, repeated, tag = "3")]
+    pub entity_types: Vec<String>,
+    /// Entities in memory.
+    #[prost(uint64, tag = "4")]
+    pub active_entities: u64,
+    /// Shards per shard group.
+    #[prost(uint32, tag = "5")]
+    pub shards_per_group: u32,
+    /// The data file, if any.
+    #[prost(string, tag = "6")]
+    pub data_file: String,
+    /// Singletons running on the node.
+    #[prost(string, repeated, tag = "7")]
+    pub singletons: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for len in 0..300 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = CallRequest::decode(&bytes[..]);
+            let _ = StatusReply::decode(&bytes[..]);
+        }
+        assert!(
+            CallRequest::decode(&[0x0a, 0x05, b'a'][..]).is_err(),
+            "truncated"
+        );
+        let request = CallRequest {
+            entity_type: "shoal.Kv".into(),
+            entity_id: "k".into(),
+            handler: "get".into(),
+            params: bytes::Bytes::from_static(b"\xc0"),
+        };
+        assert_eq!(
+            CallRequest::decode(&request.encode_to_vec()[..]).unwrap(),
+            request
+        );
+    }
+}
