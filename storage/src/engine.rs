@@ -27,8 +27,8 @@ use crate::keys::{self, Table};
 use crate::limits;
 use crate::proto;
 use crate::types::{
-    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, RequestId, ShardId,
-    ShardScope, Timer, Timestamp,
+    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, MetaKey, RequestId,
+    ShardId, ShardScope, Timer, Timestamp,
 };
 
 /// A scan visitor: gets each key and value, says whether to go on.
@@ -62,6 +62,20 @@ pub(crate) trait KvWrite: KvRead {
 
     /// Removes `key` (absent is fine).
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()>;
+
+    /// Removes every entry with `start <= key < end` (no `end`: to the end
+    /// of the table). The default deletes key by key.
+    fn clear(&mut self, table: Table, start: &[u8], end: Option<&[u8]>) -> Result<()> {
+        let mut doomed = Vec::new();
+        self.scan(table, start, end, &mut |key, _| {
+            doomed.push(key.to_vec());
+            Ok(ControlFlow::Continue(()))
+        })?;
+        for key in doomed {
+            self.delete(table, &key)?;
+        }
+        Ok(())
+    }
 }
 
 // ---- Writes ----
@@ -91,6 +105,62 @@ pub(crate) fn apply(kv: &mut impl KvWrite, batch: &WriteBatch) -> Result<CommitO
         }
     }
     Ok(outcome)
+}
+
+/// Checks the limits of a whole group (batch count, total payload bytes,
+/// meta value size) before anything of it is applied. Each batch's own
+/// validation happens in [`apply_group`], reported per batch.
+pub(crate) fn check_group(batches: &[WriteBatch], meta: Option<&(MetaKey, Bytes)>) -> Result<()> {
+    if batches.len() > limits::GROUP_BATCHES_MAX {
+        return Err(Error::invalid(format!(
+            "group has {} batches, the limit is {}",
+            batches.len(),
+            limits::GROUP_BATCHES_MAX
+        )));
+    }
+    let bytes = batches
+        .iter()
+        .map(WriteBatch::payload_bytes)
+        .fold(0usize, usize::saturating_add);
+    if bytes > limits::GROUP_BYTES_MAX {
+        return Err(Error::invalid(format!(
+            "group payloads add up to {bytes} bytes, the limit is {}",
+            limits::GROUP_BYTES_MAX
+        )));
+    }
+    if let Some((key, value)) = meta
+        && value.len() > limits::VALUE_BYTES_MAX
+    {
+        return Err(Error::invalid(format!(
+            "meta value of `{key}` is {} bytes, the limit is {}",
+            value.len(),
+            limits::VALUE_BYTES_MAX
+        )));
+    }
+    Ok(())
+}
+
+/// Applies a group of batches in order, then writes `meta`, all in the
+/// caller's one transaction. A batch that is invalid or fenced off gets its
+/// error in its slot and applies nothing; the others are unaffected. A fatal
+/// error is returned as the outer error: the caller must discard the whole
+/// transaction (so the group, meta included, applies all or nothing).
+pub(crate) fn apply_group(
+    kv: &mut impl KvWrite,
+    batches: &[WriteBatch],
+    meta: Option<&(MetaKey, Bytes)>,
+) -> Result<Vec<Result<CommitOutcome>>> {
+    let mut results = Vec::with_capacity(batches.len());
+    for batch in batches {
+        match batch.validate().and_then(|()| apply(kv, batch)) {
+            Err(error) if error.is_fatal() => return Err(error),
+            result => results.push(result),
+        }
+    }
+    if let Some((key, value)) = meta {
+        kv.put(Table::NodeMeta, key.as_str().as_bytes(), value)?;
+    }
+    Ok(results)
 }
 
 fn apply_op(kv: &mut impl KvWrite, shard: ShardId, op: &Op) -> Result<Option<SkipReason>> {
@@ -278,6 +348,11 @@ pub(crate) fn shard_epoch(kv: &impl KvRead, shard: ShardId) -> Result<Epoch> {
         )
     })?;
     Ok(Epoch::new(u64::from_be_bytes(bytes)))
+}
+
+/// A node-metadata record.
+pub(crate) fn read_meta(kv: &impl KvRead, key: &MetaKey) -> Result<Option<Bytes>> {
+    kv.get(Table::NodeMeta, key.as_str().as_bytes())
 }
 
 pub(crate) fn load_state(kv: &impl KvRead, entity: &EntityKey) -> Result<Option<Bytes>> {

@@ -54,6 +54,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A snapshot stream was written in a snapshot format version this
+    /// build does not read. Nothing was imported.
+    #[error("unsupported snapshot format version {found} (this build reads version {expected})")]
+    UnsupportedSnapshot {
+        /// The version in the stream.
+        found: u32,
+        /// The version this build reads and writes.
+        expected: u32,
+    },
+
     /// A backend configuration failed validation.
     #[error("invalid storage configuration: {reason}")]
     Config {
@@ -131,13 +141,15 @@ impl Error {
     /// engine failure. A backend that returned a fatal error should be closed.
     ///
     /// Non-fatal errors ([`Error::StaleEpoch`], [`Error::Invalid`],
-    /// [`Error::Decode`], [`Error::Config`], [`Error::Closed`]) are expected
-    /// outcomes; when a commit returns one, nothing of its batch was applied.
+    /// [`Error::Decode`], [`Error::UnsupportedSnapshot`], [`Error::Config`],
+    /// [`Error::Closed`]) are expected outcomes; when a commit or an import
+    /// returns one, nothing of it was applied.
     pub fn is_fatal(&self) -> bool {
         match self {
             Error::StaleEpoch { .. }
             | Error::Invalid { .. }
             | Error::Decode { .. }
+            | Error::UnsupportedSnapshot { .. }
             | Error::Config { .. }
             | Error::Closed => false,
             Error::UnsupportedFormat { .. }

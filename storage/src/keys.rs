@@ -29,8 +29,11 @@ use crate::error::{Error, Result};
 use crate::limits;
 use crate::types::{EntityKey, RequestId, ShardId, StepIndex, TimerId, TimerKey, Timestamp};
 
-/// The data tables. The `meta` table of the redb backend is not one of them
-/// (it is not shard-prefixed and is never touched by a batch).
+/// The tables the engine manages: the nine shard-prefixed data tables and
+/// `node_meta`, the node-metadata namespace ([`MetaKey`](crate::MetaKey) →
+/// opaque bytes) written by `Storage::commit_group`. `node_meta` keys are
+/// not shard-prefixed and no batch op ever touches them. The `meta` table of
+/// the redb backend (magic, format version) is none of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Table {
     ShardEpochs,
@@ -42,11 +45,12 @@ pub(crate) enum Table {
     DeadLetters,
     Timers,
     Deferreds,
+    NodeMeta,
 }
 
 impl Table {
-    /// Every data table, in index order.
-    pub(crate) const ALL: [Table; 9] = [
+    /// Every shard-prefixed data table, in index order.
+    pub(crate) const DATA: [Table; 9] = [
         Table::ShardEpochs,
         Table::State,
         Table::Journal,
@@ -56,6 +60,20 @@ impl Table {
         Table::DeadLetters,
         Table::Timers,
         Table::Deferreds,
+    ];
+
+    /// Every table, in index order: the data tables, then `node_meta`.
+    pub(crate) const ALL: [Table; 10] = [
+        Table::ShardEpochs,
+        Table::State,
+        Table::Journal,
+        Table::Messages,
+        Table::MessageDue,
+        Table::Replies,
+        Table::DeadLetters,
+        Table::Timers,
+        Table::Deferreds,
+        Table::NodeMeta,
     ];
 
     /// Number of data tables.
@@ -73,6 +91,7 @@ impl Table {
             Table::DeadLetters => "dead_letters",
             Table::Timers => "timers",
             Table::Deferreds => "deferreds",
+            Table::NodeMeta => "node_meta",
         }
     }
 

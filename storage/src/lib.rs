@@ -82,6 +82,7 @@ pub mod limits;
 mod memory;
 mod proto;
 pub mod redb_backend;
+pub mod snapshot;
 mod storage;
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -91,8 +92,9 @@ pub use batch::{CommitOutcome, Op, OpIndex, SkipReason, Skipped, WriteBatch};
 pub use error::{Error, Result};
 pub use memory::MemoryStorage;
 pub use redb_backend::{RedbConfig, RedbConfigBuilder, RedbStorage};
+pub use snapshot::{ChunkStream, ShardRange, SnapshotInfo};
 pub use storage::Storage;
 pub use types::{
-    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, RequestId, ShardId,
-    ShardScope, StepIndex, Timer, TimerId, TimerKey, Timestamp,
+    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, MetaKey, RequestId,
+    ShardId, ShardScope, StepIndex, Timer, TimerId, TimerKey, Timestamp,
 };

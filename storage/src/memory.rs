@@ -20,10 +20,11 @@ use crate::batch::{CommitOutcome, WriteBatch};
 use crate::engine::{self, KvRead, KvWrite, Visit};
 use crate::error::{Error, Result};
 use crate::keys::Table;
+use crate::snapshot::{self, ChunkStream, Decoder, ShardRange, SnapshotInfo};
 use crate::storage::Storage;
 use crate::types::{
-    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, RequestId, ShardId,
-    ShardScope, Timer, Timestamp,
+    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, MetaKey, RequestId,
+    ShardId, ShardScope, Timer, Timestamp,
 };
 
 /// The in-memory backend. Cloning gives another handle to the same data.
@@ -62,8 +63,8 @@ struct Inner {
     closed: AtomicBool,
 }
 
-#[derive(Debug, Default)]
-struct Tables {
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tables {
     maps: [BTreeMap<Vec<u8>, Bytes>; Table::COUNT],
 }
 
@@ -106,6 +107,55 @@ impl MemoryStorage {
                 Err(error)
             }
         }
+    }
+
+    /// Applies a group and its meta record under one write lock; on a fatal
+    /// error, undoes all of it.
+    fn commit_group_now(
+        &self,
+        batches: &[WriteBatch],
+        meta: Option<&(MetaKey, Bytes)>,
+    ) -> Result<Vec<Result<CommitOutcome>>> {
+        engine::check_group(batches, meta)?;
+        let mut tables = self.write()?;
+        let mut txn = UndoTxn {
+            tables: &mut tables,
+            undo: Vec::new(),
+        };
+        match engine::apply_group(&mut txn, batches, meta) {
+            Ok(results) => Ok(results),
+            Err(error) => {
+                txn.rollback();
+                Err(error)
+            }
+        }
+    }
+
+    /// Decodes the whole stream (checking everything) before touching the
+    /// maps, then replaces what it covers under one write lock.
+    async fn import_now(&self, mut chunks: ChunkStream) -> Result<SnapshotInfo> {
+        self.check_open()?;
+        let mut decoder = Decoder::new();
+        let mut events = Vec::new();
+        while let Some(chunk) = snapshot::next_chunk(&mut chunks).await {
+            decoder.feed(&chunk?, &mut |event| {
+                events.push(event);
+                Ok(())
+            })?;
+        }
+        let info = decoder.finish()?;
+        let mut tables = self.write()?;
+        let mut txn = UndoTxn {
+            tables: &mut tables,
+            undo: Vec::new(),
+        };
+        for event in events {
+            if let Err(error) = snapshot::apply_event(&mut txn, event) {
+                txn.rollback();
+                return Err(error);
+            }
+        }
+        Ok(info)
     }
 
     #[cfg(test)]
@@ -213,6 +263,27 @@ impl Storage for MemoryStorage {
         self.commit_now(&batch)
     }
 
+    async fn commit_group(
+        &self,
+        batches: Vec<WriteBatch>,
+        meta: Option<(MetaKey, Bytes)>,
+    ) -> Result<Vec<Result<CommitOutcome>>> {
+        self.commit_group_now(&batches, meta.as_ref())
+    }
+
+    async fn read_meta(&self, key: &MetaKey) -> Result<Option<Bytes>> {
+        engine::read_meta(&*self.read()?, key)
+    }
+
+    async fn export(&self, shards: ShardRange) -> Result<ChunkStream> {
+        let copy = self.read()?.clone();
+        Ok(snapshot::spawn_export(copy, shards))
+    }
+
+    async fn import(&self, snapshot: ChunkStream) -> Result<SnapshotInfo> {
+        self.import_now(snapshot).await
+    }
+
     async fn load_state(&self, entity: &EntityKey) -> Result<Option<Bytes>> {
         engine::load_state(&*self.read()?, entity)
     }
@@ -285,6 +356,16 @@ impl Storage for MemoryStorage {
         self.inner.closed.store(true, Ordering::Release);
         Ok(())
     }
+}
+
+/// Tables holding `rows`, for tests of the shared code.
+#[cfg(test)]
+pub(crate) fn tables_with(rows: Vec<(Table, Vec<u8>, Vec<u8>)>) -> Tables {
+    let mut tables = Tables::default();
+    for (table, key, value) in rows {
+        tables.maps[table.index()].insert(key, Bytes::from(value));
+    }
+    tables
 }
 
 #[cfg(test)]

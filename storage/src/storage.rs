@@ -10,9 +10,10 @@ use bytes::Bytes;
 
 use crate::batch::{CommitOutcome, WriteBatch};
 use crate::error::Result;
+use crate::snapshot::{ChunkStream, ShardRange, SnapshotInfo};
 use crate::types::{
-    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, RequestId, ShardId,
-    ShardScope, Timer, Timestamp,
+    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, MetaKey, RequestId,
+    ShardId, ShardScope, Timer, Timestamp,
 };
 
 /// A storage backend: entity state, workflow journals, the durable mailbox
@@ -35,6 +36,17 @@ use crate::types::{
 ///   particular insert-if-absent ops report skips in the [`CommitOutcome`];
 /// - keep shards apart: nothing written to one shard is ever returned by a
 ///   read or scan of another;
+/// - apply a [`commit_group`](Storage::commit_group) in ONE atomic, durable
+///   transaction: its batches in order (each validated and fenced on its
+///   own, exactly as `commit` would, a rejected one applying nothing of
+///   itself) and its meta record, or — on a fatal error — nothing at all;
+/// - keep the node-metadata namespace ([`MetaKey`]) apart from the data: no
+///   batch reads or writes it, no data read returns it;
+/// - [`export`](Storage::export) from ONE consistent snapshot, in bounded
+///   memory; [`import`](Storage::import) atomically and durably: after
+///   `Ok` the covered data (and `node_meta`, for a full snapshot) is
+///   exactly the snapshot's; after `Err`, nothing changed — also when the
+///   process dies mid-import;
 /// - after `close`, answer every call with [`Error::Closed`](crate::Error::Closed).
 ///
 /// Run `shoal_storage::testing::conformance` (feature `test-util`) against
@@ -43,6 +55,72 @@ use crate::types::{
 pub trait Storage: Send + Sync + 'static {
     /// Applies `batch` atomically and durably; see the trait contract.
     async fn commit(&self, batch: WriteBatch) -> Result<CommitOutcome>;
+
+    /// Applies `batches` in order and writes `meta`, all in ONE atomic,
+    /// durable transaction (for redb: one write transaction, one fsync).
+    ///
+    /// Each batch is validated and fenced on its own, exactly like
+    /// [`commit`](Storage::commit): its slot in the returned `Vec` (same
+    /// order as `batches`) holds its [`CommitOutcome`], or the expected
+    /// error ([`Error::Invalid`](crate::Error::Invalid),
+    /// [`Error::StaleEpoch`](crate::Error::StaleEpoch)) with which it
+    /// applied nothing of itself while the other batches still applied.
+    /// Batches may target different shards (each is still single-shard).
+    ///
+    /// `meta` (a [`MetaKey`] and opaque bytes, e.g. the Raft `last_applied`
+    /// log id and membership) is written in the same transaction whatever
+    /// the per-batch outcomes, so a marker of what was applied commits
+    /// exactly when the data does: a crash leaves both or neither. It
+    /// overwrites the key's previous value; read it with
+    /// [`read_meta`](Storage::read_meta).
+    ///
+    /// The outer error means nothing of the call was applied, meta
+    /// included: [`Error::Invalid`](crate::Error::Invalid) if the group
+    /// breaks [`limits::GROUP_BATCHES_MAX`](crate::limits::GROUP_BATCHES_MAX),
+    /// [`limits::GROUP_BYTES_MAX`](crate::limits::GROUP_BYTES_MAX) or a meta
+    /// value breaks [`limits::VALUE_BYTES_MAX`](crate::limits::VALUE_BYTES_MAX);
+    /// [`Error::Closed`](crate::Error::Closed); or a fatal error. An empty
+    /// group with `meta` writes just the meta record.
+    async fn commit_group(
+        &self,
+        batches: Vec<WriteBatch>,
+        meta: Option<(MetaKey, Bytes)>,
+    ) -> Result<Vec<Result<CommitOutcome>>>;
+
+    /// The node-metadata record at `key`, as last written by
+    /// [`commit_group`](Storage::commit_group) (or brought by an import).
+    async fn read_meta(&self, key: &MetaKey) -> Result<Option<Bytes>>;
+
+    /// Exports the data of `shards` (for [`ShardRange::ALL`]: every data
+    /// table and `node_meta`, i.e. the whole dataset with its applied
+    /// marker) as a snapshot stream (format: [`snapshot`](crate::snapshot)),
+    /// read from ONE consistent snapshot: commits that land while the
+    /// stream is consumed are not in it.
+    ///
+    /// The stream is produced lazily, a few chunks
+    /// ([`limits::SNAPSHOT_CHUNKS_AHEAD`](crate::limits::SNAPSHOT_CHUNKS_AHEAD))
+    /// ahead of its consumer, so memory stays bounded for any dataset size
+    /// (the memory backend copies its maps under the lock first). Dropping
+    /// the stream stops the export. A read failure ends the stream with an
+    /// `Err` item (an importer then rejects the incomplete stream).
+    async fn export(&self, shards: ShardRange) -> Result<ChunkStream>;
+
+    /// Replaces the data a snapshot covers with the snapshot's, atomically:
+    /// every row of its shards in every data table (and, for a snapshot of
+    /// all shards, the whole `node_meta` namespace) is removed, then its
+    /// rows are written, in ONE durable transaction. Other shards are left
+    /// alone.
+    ///
+    /// The stream is decoded and checked while it is read (magic, version,
+    /// every frame's checksum, frame order, row order, rows inside the
+    /// header's shards, the trailer's count and whole-stream checksum, no
+    /// trailing bytes); any failure — or an `Err` item from `snapshot` —
+    /// aborts the import with nothing changed:
+    /// [`Error::Decode`](crate::Error::Decode),
+    /// [`Error::UnsupportedSnapshot`](crate::Error::UnsupportedSnapshot), or
+    /// the stream's own error. Commits wait while an import runs (redb:
+    /// the import holds the writer); reads see the old data until it commits.
+    async fn import(&self, snapshot: ChunkStream) -> Result<SnapshotInfo>;
 
     /// An entity's state, if it has one.
     async fn load_state(&self, entity: &EntityKey) -> Result<Option<Bytes>>;

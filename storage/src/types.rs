@@ -412,6 +412,58 @@ pub enum DeferredValue {
     Failure(String),
 }
 
+/// A key of the node-metadata namespace (`node_meta`): a small set of
+/// node-level records, such as the Raft state machine's applied marker,
+/// written atomically with a group of batches by
+/// [`Storage::commit_group`](crate::Storage::commit_group) and read by
+/// [`Storage::read_meta`](crate::Storage::read_meta).
+///
+/// The namespace is separate from every data table: no [`WriteBatch`](crate::WriteBatch)
+/// op can read or write it, and no data read ever returns it. A key is 1 to
+/// [`limits::META_KEY_BYTES_MAX`](crate::limits::META_KEY_BYTES_MAX) bytes of UTF-8.
+///
+/// ```
+/// use shoal_storage::MetaKey;
+///
+/// let key = MetaKey::new("raft.applied")?;
+/// assert_eq!(key.as_str(), "raft.applied");
+/// assert!(MetaKey::new("").is_err());
+/// # Ok::<(), shoal_storage::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MetaKey(String);
+
+impl MetaKey {
+    /// A metadata key; errs with [`Error::Invalid`](crate::Error::Invalid)
+    /// if `name` is empty or longer than
+    /// [`limits::META_KEY_BYTES_MAX`](crate::limits::META_KEY_BYTES_MAX).
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(Error::invalid("a meta key is empty"));
+        }
+        if name.len() > limits::META_KEY_BYTES_MAX {
+            return Err(Error::invalid(format!(
+                "a meta key is {} bytes, the limit is {}",
+                name.len(),
+                limits::META_KEY_BYTES_MAX
+            )));
+        }
+        Ok(MetaKey(name))
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MetaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Which shards a cross-shard scan covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -32,7 +32,8 @@ pub(crate) const META: TableDefinition<'static, &'static str, &'static [u8]> =
 const META_MAGIC: &str = "magic";
 const META_FORMAT_VERSION: &str = "format_version";
 
-/// The redb definition of a data table: byte keys to byte values.
+/// The redb definition of a data table (or of `node_meta`): byte keys to
+/// byte values.
 pub(crate) fn data_table(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(table.name())
 }
@@ -121,7 +122,7 @@ fn check_format(db: &redb::Database, path: &Path) -> Result<()> {
         .map_err(|e| open_error(path, e.into()))?
         .map(|handle| handle.name().to_owned())
         .collect();
-    if let Some(missing) = Table::ALL
+    if let Some(missing) = Table::DATA
         .iter()
         .find(|table| !present.iter().any(|name| name == table.name()))
     {
@@ -129,6 +130,17 @@ fn check_format(db: &redb::Database, path: &Path) -> Result<()> {
             path,
             &format!("data table `{}` is missing", missing.name()),
         ));
+    }
+    drop(read);
+    if !present.iter().any(|name| name == Table::NodeMeta.name()) {
+        // Files written before `node_meta` existed: adding an empty table is
+        // compatible both ways (older builds ignore it), so the format
+        // version stays.
+        let txn = db.begin_write().map_err(|e| open_error(path, e.into()))?;
+        txn.open_table(data_table(Table::NodeMeta))
+            .map_err(|e| open_error(path, e.into()))?;
+        txn.commit().map_err(|e| open_error(path, e.into()))?;
+        tracing::info!(path = %path.display(), "added the `node_meta` table");
     }
     Ok(())
 }

@@ -163,4 +163,13 @@ impl KvWrite for WriteKv<'_> {
             .map_err(|e| engine_error("deleting a record")(e.into()))?;
         Ok(())
     }
+
+    fn clear(&mut self, table: Table, start: &[u8], end: Option<&[u8]>) -> Result<()> {
+        if end.is_some_and(|end| end <= start) {
+            return Ok(());
+        }
+        self.tables[table.index()]
+            .retain_in::<&[u8], _>(bounds(start, end), |_, _| false)
+            .map_err(|e| engine_error("clearing a key range")(e.into()))
+    }
 }

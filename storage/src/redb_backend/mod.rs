@@ -21,6 +21,13 @@
 //! | `dead_letters` | shard u32 · request u128                         | protobuf `shoal.storage.v1.DeadLetter`    |
 //! | `timers`       | shard u32 · due_ms u64 · timer u128              | payload bytes                    |
 //! | `deferreds`    | entity · name_len u8 · name                      | protobuf `shoal.storage.v1.DeferredValue` |
+//! | `node_meta`    | [`MetaKey`] UTF-8 bytes (not shard-prefixed) | opaque bytes (e.g. the Raft applied marker) |
+//!
+//! `node_meta` is the node-metadata namespace written by
+//! [`Storage::commit_group`] in the same transaction as its batches; no
+//! batch op and no data read touches it. A version-1 file from before it
+//! existed gets the (empty) table added at open; older builds ignore it, so
+//! the format version did not change.
 //!
 //! # Writes: group commit
 //! [`Storage::commit`] validates the batch on the caller's task, then queues
@@ -37,6 +44,12 @@
 //! a stale epoch gets its error without affecting its group; if a group
 //! fails fatally, each of its batches is retried alone. Cancelling a
 //! `commit` future does not cancel its batch once queued.
+//!
+//! [`Storage::commit_group`] is queued like a commit but runs alone on the
+//! writer, in queue order: the commits queued before it are committed
+//! first, then its batches and its `node_meta` record are applied in ONE
+//! write transaction with immediate durability (one fsync); a fatal error
+//! aborts that transaction, so the group applies all or nothing.
 //!
 //! # Reads
 //! Reads open a redb read transaction (an MVCC snapshot: cheap, never
@@ -70,14 +83,16 @@ pub use self::config::{
 use self::file::engine_error;
 pub use self::file::{FORMAT_VERSION, MAGIC};
 use self::kv::ReadKv;
-use self::writer::{Command, Writer};
+use self::writer::{Command, Job, Writer};
 use crate::batch::{CommitOutcome, WriteBatch};
 use crate::engine;
 use crate::error::{Error, Result};
+use crate::limits;
+use crate::snapshot::{self, ChunkStream, Decoder, ShardRange, SnapshotInfo};
 use crate::storage::Storage;
 use crate::types::{
-    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, RequestId, ShardId,
-    ShardScope, Timer, Timestamp,
+    DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, MetaKey, RequestId,
+    ShardId, ShardScope, Timer, Timestamp,
 };
 
 /// The redb backend: one data file, group commit, durable acknowledgements.
@@ -280,6 +295,75 @@ impl Storage for RedbStorage {
             .await
             .map_err(|_| self.writer_gone())?;
         outcome.await.map_err(|_| self.writer_gone())?
+    }
+
+    async fn commit_group(
+        &self,
+        batches: Vec<WriteBatch>,
+        meta: Option<(MetaKey, Bytes)>,
+    ) -> Result<Vec<Result<CommitOutcome>>> {
+        engine::check_group(&batches, meta.as_ref())?;
+        let sender = self.sender()?;
+        let (reply, outcome) = oneshot::channel();
+        let job: Job = Box::new(move |db: &redb::Database| {
+            let result = writer::guarded_write_transaction(db, "applying a commit group", |kv| {
+                engine::apply_group(kv, &batches, meta.as_ref())
+            });
+            // The caller may have stopped waiting; the group is committed anyway.
+            let _ = reply.send(result);
+        });
+        sender
+            .send(Command::Exclusive(job))
+            .await
+            .map_err(|_| self.writer_gone())?;
+        outcome.await.map_err(|_| self.writer_gone())?
+    }
+
+    async fn read_meta(&self, key: &MetaKey) -> Result<Option<Bytes>> {
+        self.read(|kv| engine::read_meta(kv, key))
+    }
+
+    async fn export(&self, shards: ShardRange) -> Result<ChunkStream> {
+        // The read transaction is the snapshot; the export thread owns it.
+        Ok(snapshot::spawn_export(self.snapshot()?, shards))
+    }
+
+    async fn import(&self, mut snapshot: ChunkStream) -> Result<SnapshotInfo> {
+        let sender = self.sender()?;
+        let (chunks, mut received) = mpsc::channel::<Result<Bytes>>(limits::SNAPSHOT_CHUNKS_AHEAD);
+        let (reply, outcome) = oneshot::channel();
+        let job: Job = Box::new(move |db: &redb::Database| {
+            let result = writer::guarded_write_transaction(db, "importing a snapshot", |kv| {
+                let mut decoder = Decoder::new();
+                // A closed channel without a trailer (the caller went away)
+                // fails `finish`: the transaction is aborted.
+                while let Some(chunk) = received.blocking_recv() {
+                    decoder.feed(&chunk?, &mut |event| snapshot::apply_event(kv, event))?;
+                }
+                decoder.finish()
+            });
+            let _ = reply.send(result);
+        });
+        sender
+            .send(Command::Exclusive(job))
+            .await
+            .map_err(|_| self.writer_gone())?;
+        while let Some(item) = snapshot::next_chunk(&mut snapshot).await {
+            let failed = item.is_err();
+            // A send error means the writer stopped reading: it has its answer.
+            if chunks.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+        drop(chunks);
+        let info = outcome.await.map_err(|_| self.writer_gone())??;
+        tracing::info!(
+            path = %self.shared.path.display(),
+            shards = %info.shards,
+            records = info.records,
+            "snapshot imported"
+        );
+        Ok(info)
     }
 
     async fn load_state(&self, entity: &EntityKey) -> Result<Option<Bytes>> {

@@ -16,6 +16,10 @@
 //! - if the group fails fatally (I/O, a corrupt record) the transaction is
 //!   aborted and each of its batches is retried alone, in order, in its own
 //!   transaction, so one bad batch cannot fail the others;
+//! - a [`Command::Exclusive`] job (a `commit_group`, an import) runs alone,
+//!   in queue order: the writer first commits the batches queued before it,
+//!   then runs it (it opens its own write transaction), and takes the
+//!   commands queued after it only once it is done;
 //! - the thread stops when every sender is gone, after finishing the queue.
 //!
 //! It is a plain thread, not a tokio task: redb calls block (fsync), and a
@@ -43,7 +47,13 @@ pub(crate) enum Command {
     },
     /// Answer once every command queued before this one is done.
     Flush { reply: oneshot::Sender<()> },
+    /// Run a job alone on the writer thread, in queue order; the job opens
+    /// its own transaction and answers its own caller.
+    Exclusive(Job),
 }
+
+/// A job for [`Command::Exclusive`].
+pub(crate) type Job = Box<dyn FnOnce(&redb::Database) + Send>;
 
 pub(crate) struct Writer {
     pub(crate) db: Arc<redb::Database>,
@@ -60,6 +70,8 @@ type Waiter = oneshot::Sender<Result<CommitOutcome>>;
 struct Group {
     commits: Vec<(WriteBatch, Waiter)>,
     flushes: Vec<oneshot::Sender<()>>,
+    /// Runs after `commits`; closes the group.
+    exclusive: Option<Job>,
     bytes: usize,
 }
 
@@ -71,6 +83,7 @@ impl Group {
                 self.commits.push((batch, reply));
             }
             Command::Flush { reply } => self.flushes.push(reply),
+            Command::Exclusive(job) => self.exclusive = Some(job),
         }
     }
 }
@@ -112,6 +125,9 @@ impl Writer {
                 self.commit_group(&mut group.commits);
                 last_commit = started.elapsed();
             }
+            if let Some(job) = group.exclusive.take() {
+                job(&self.db);
+            }
             for flush in group.flushes.drain(..) {
                 let _ = flush.send(());
             }
@@ -121,7 +137,9 @@ impl Writer {
     }
 
     fn full(&self, group: &Group) -> bool {
-        group.commits.len() >= self.batches_max || group.bytes >= self.bytes_max
+        group.exclusive.is_some()
+            || group.commits.len() >= self.batches_max
+            || group.bytes >= self.bytes_max
     }
 
     /// Takes queued commands into `group` until it is full or the queue is
@@ -186,36 +204,60 @@ impl Writer {
     }
 
     fn apply_unguarded(&self, batches: &[&WriteBatch]) -> Result<Vec<Result<CommitOutcome>>> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| engine_error("starting a write transaction")(e.into()))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| engine_error("setting durability")(e.into()))?;
-        let applied = (|| {
-            let mut kv = WriteKv::open(&txn)?;
+        in_write_transaction(&self.db, |kv| {
             let mut results = Vec::with_capacity(batches.len());
             for batch in batches {
-                match engine::apply(&mut kv, batch) {
+                match engine::apply(kv, batch) {
                     Ok(outcome) => results.push(Ok(outcome)),
                     Err(error) if !error.is_fatal() => results.push(Err(error)),
                     Err(error) => return Err(error),
                 }
             }
             Ok(results)
-        })();
-        match applied {
-            Ok(results) => {
-                txn.commit()
-                    .map_err(|e| engine_error("committing a write transaction")(e.into()))?;
-                Ok(results)
+        })
+    }
+}
+
+/// Runs `work` in one write transaction over every table and commits it with
+/// immediate durability if `work` returns `Ok`; aborts it (nothing applied)
+/// if `work` fails. Runs on the writer thread only (directly or in a
+/// [`Job`]), so it never waits for another writer.
+pub(crate) fn in_write_transaction<T>(
+    db: &redb::Database,
+    work: impl FnOnce(&mut WriteKv<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| engine_error("starting a write transaction")(e.into()))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| engine_error("setting durability")(e.into()))?;
+    let done = WriteKv::open(&txn).and_then(|mut kv| work(&mut kv));
+    match done {
+        Ok(value) => {
+            txn.commit()
+                .map_err(|e| engine_error("committing a write transaction")(e.into()))?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(abort_error) = txn.abort() {
+                tracing::warn!(%abort_error, "aborting a failed write transaction");
             }
-            Err(error) => {
-                if let Err(abort_error) = txn.abort() {
-                    tracing::warn!(%abort_error, "aborting a failed write transaction");
-                }
-                Err(error)
-            }
+            Err(error)
         }
     }
+}
+
+/// [`in_write_transaction`], with a panic inside the storage engine (a
+/// damaged file can cause one) reported as an error instead of unwinding.
+pub(crate) fn guarded_write_transaction<T>(
+    db: &redb::Database,
+    context: &'static str,
+    work: impl FnOnce(&mut WriteKv<'_>) -> Result<T>,
+) -> Result<T> {
+    panic::catch_unwind(AssertUnwindSafe(|| in_write_transaction(db, work))).unwrap_or_else(|_| {
+        Err(Error::Backend {
+            context,
+            source: "the storage engine panicked (damaged file?)".into(),
+        })
+    })
 }

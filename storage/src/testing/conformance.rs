@@ -27,10 +27,11 @@ use super::Fixture;
 use crate::batch::{CommitOutcome, OpIndex, SkipReason, WriteBatch};
 use crate::error::Error;
 use crate::limits;
+use crate::snapshot::{self, ShardRange};
 use crate::storage::Storage;
 use crate::types::{
-    DeferredValue, EntityKey, Epoch, Message, RequestId, ShardId, ShardScope, StepIndex, TimerId,
-    TimerKey, Timestamp,
+    DeferredValue, EntityKey, Epoch, Message, MetaKey, RequestId, ShardId, ShardScope, StepIndex,
+    TimerId, TimerKey, Timestamp,
 };
 
 /// A conformance case, boxed so cases can sit in one table.
@@ -67,6 +68,13 @@ cases![
     decoded_batch_applies_the_same,
     concurrent_commits_are_all_visible,
     concurrent_first_wins_has_one_winner,
+    group_applies_in_order_with_per_batch_fencing,
+    group_meta_alone_overwrites_and_reads_back,
+    group_over_limits_applies_nothing,
+    meta_namespace_is_isolated_from_data,
+    export_import_round_trip_replaces_everything,
+    export_of_a_shard_range_replaces_only_it,
+    import_of_bad_input_changes_nothing,
     close_rejects_further_calls,
 ];
 
@@ -113,6 +121,13 @@ macro_rules! conformance_tests {
             decoded_batch_applies_the_same,
             concurrent_commits_are_all_visible,
             concurrent_first_wins_has_one_winner,
+            group_applies_in_order_with_per_batch_fencing,
+            group_meta_alone_overwrites_and_reads_back,
+            group_over_limits_applies_nothing,
+            meta_namespace_is_isolated_from_data,
+            export_import_round_trip_replaces_everything,
+            export_of_a_shard_range_replaces_only_it,
+            import_of_bad_input_changes_nothing,
             close_rejects_further_calls,
         );
     };
@@ -1324,6 +1339,486 @@ pub async fn concurrent_first_wins_has_one_winner(fixture: Fixture) {
     );
 }
 
+// ---- Commit groups and node metadata ----
+
+fn meta_key(name: &str) -> MetaKey {
+    MetaKey::new(name).expect("valid meta key")
+}
+
+/// A group applies its batches in order in one call, across shards; a stale
+/// or invalid batch gets its own error and applies nothing of itself, the
+/// others apply; the meta record is written with the group.
+pub async fn group_applies_in_order_with_per_batch_fencing(fixture: Fixture) {
+    let storage = fixture.storage();
+    let (a, b) = (entity(30, "T", "a"), entity(31, "T", "b"));
+    commit_all_applied(storage, WriteBatch::new(shard(31), Epoch::new(5))).await;
+
+    let mut first = batch(30);
+    first.put_state(&a, bytes("first"));
+    first.append_journal(&a, req(1), StepIndex::new(0), bytes("j0"));
+    let mut stale = WriteBatch::new(shard(31), Epoch::new(1));
+    stale.put_state(&b, bytes("stale"));
+    let mut second = batch(30);
+    second.put_state(&a, bytes("second"));
+    let repeat = second.append_journal(&a, req(1), StepIndex::new(0), bytes("again"));
+    let mut invalid = batch(30);
+    invalid.put_state(&b, bytes("foreign shard"));
+    let mut current = WriteBatch::new(shard(31), Epoch::new(5));
+    current.ack(req(2), bytes("ok"));
+
+    let results = storage
+        .commit_group(
+            vec![first, stale, second, invalid, current],
+            Some((meta_key("conformance.applied"), bytes("log-7"))),
+        )
+        .await
+        .expect("the group commits");
+    assert_eq!(results.len(), 5, "one result per batch");
+    assert!(results[0].as_ref().is_ok_and(CommitOutcome::applied_all));
+    assert!(
+        matches!(
+            results[1],
+            Err(Error::StaleEpoch { current, .. }) if current == Epoch::new(5)
+        ),
+        "{:?}",
+        results[1]
+    );
+    match &results[2] {
+        Ok(outcome) => assert_eq!(
+            outcome.skip_reason(repeat),
+            Some(SkipReason::JournalStepExists),
+            "the second batch sees the first"
+        ),
+        Err(error) => panic!("third batch failed: {error}"),
+    }
+    assert!(
+        matches!(results[3], Err(Error::Invalid { .. })),
+        "{:?}",
+        results[3]
+    );
+    assert!(results[4].is_ok(), "{:?}", results[4]);
+
+    assert_eq!(
+        storage.load_state(&a).await.expect("reads"),
+        Some(bytes("second"))
+    );
+    assert_eq!(storage.load_state(&b).await.expect("reads"), None);
+    assert_eq!(
+        storage.read_reply(shard(31), req(2)).await.expect("reads"),
+        Some(bytes("ok"))
+    );
+    assert_eq!(
+        storage.shard_epoch(shard(31)).await.expect("reads"),
+        Epoch::new(5)
+    );
+    assert_eq!(
+        storage
+            .read_meta(&meta_key("conformance.applied"))
+            .await
+            .expect("reads"),
+        Some(bytes("log-7"))
+    );
+    // An empty group without meta is a no-op.
+    let results = storage
+        .commit_group(Vec::new(), None)
+        .await
+        .expect("commits");
+    assert!(results.is_empty());
+}
+
+/// Meta alone (an empty group) is written; a later group overwrites it;
+/// other keys stay unset.
+pub async fn group_meta_alone_overwrites_and_reads_back(fixture: Fixture) {
+    let storage = fixture.storage();
+    let (applied, other) = (meta_key("applied"), meta_key("applied.other"));
+    assert_eq!(storage.read_meta(&applied).await.expect("reads"), None);
+    let results = storage
+        .commit_group(Vec::new(), Some((applied.clone(), bytes("1"))))
+        .await
+        .expect("commits");
+    assert!(results.is_empty());
+    assert_eq!(
+        storage.read_meta(&applied).await.expect("reads"),
+        Some(bytes("1"))
+    );
+    let key = entity(34, "T", "t");
+    let mut b = batch(34);
+    b.put_state(&key, bytes("v"));
+    storage
+        .commit_group(vec![b], Some((applied.clone(), bytes("2"))))
+        .await
+        .expect("commits");
+    assert_eq!(
+        storage.read_meta(&applied).await.expect("reads"),
+        Some(bytes("2"))
+    );
+    assert_eq!(storage.read_meta(&other).await.expect("reads"), None);
+    // A plain commit leaves meta alone.
+    let mut b = batch(34);
+    b.delete_state(&key);
+    commit_all_applied(storage, b).await;
+    assert_eq!(
+        storage.read_meta(&applied).await.expect("reads"),
+        Some(bytes("2"))
+    );
+}
+
+/// A group over a limit is refused as a whole: no batch and no meta applies.
+pub async fn group_over_limits_applies_nothing(fixture: Fixture) {
+    let storage = fixture.storage();
+    let key = entity(35, "T", "t");
+    let applied = meta_key("applied");
+    let mut b = batch(35);
+    b.put_state(&key, bytes("v"));
+    let oversized = Bytes::from(vec![0u8; limits::VALUE_BYTES_MAX + 1]);
+    let result = storage
+        .commit_group(vec![b], Some((applied.clone(), oversized)))
+        .await;
+    assert!(matches!(result, Err(Error::Invalid { .. })), "{result:?}");
+    let too_many = (0..=limits::GROUP_BATCHES_MAX).map(|_| batch(35)).collect();
+    let result = storage
+        .commit_group(too_many, Some((applied.clone(), bytes("x"))))
+        .await;
+    assert!(matches!(result, Err(Error::Invalid { .. })), "{result:?}");
+    assert_eq!(storage.load_state(&key).await.expect("reads"), None);
+    assert_eq!(storage.read_meta(&applied).await.expect("reads"), None);
+}
+
+/// Meta keys never collide with data: a meta key spelling a data key's bytes
+/// is invisible to data reads, and data writes leave it alone.
+pub async fn meta_namespace_is_isolated_from_data(fixture: Fixture) {
+    let storage = fixture.storage();
+    let key = entity(32, "T", "x");
+    // The byte image of `key`'s state key, and of shard 33's epoch key.
+    let state_image = meta_key("\u{0}\u{0}\u{0}\u{20}\u{1}T\u{0}\u{1}x");
+    let epoch_image = meta_key("\u{0}\u{0}\u{0}\u{21}");
+    storage
+        .commit_group(
+            Vec::new(),
+            Some((
+                state_image.clone(),
+                Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 9]),
+            )),
+        )
+        .await
+        .expect("commits");
+    storage
+        .commit_group(
+            Vec::new(),
+            Some((
+                epoch_image.clone(),
+                Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 9]),
+            )),
+        )
+        .await
+        .expect("commits");
+    assert_eq!(storage.load_state(&key).await.expect("reads"), None);
+    assert_eq!(
+        storage.shard_epoch(shard(33)).await.expect("reads"),
+        Epoch::ZERO
+    );
+    let mut b = batch(32);
+    b.put_state(&key, bytes("data"));
+    commit_all_applied(storage, b).await;
+    let mut b = batch(32);
+    b.delete_state(&key);
+    commit_all_applied(storage, b).await;
+    assert_eq!(
+        storage.read_meta(&state_image).await.expect("reads"),
+        Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 9]))
+    );
+    commit_all_applied(storage, WriteBatch::new(shard(33), Epoch::new(2))).await;
+    assert_eq!(
+        storage.read_meta(&epoch_image).await.expect("reads"),
+        Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 9]))
+    );
+}
+
+// ---- Export and import ----
+
+/// Writes a little of everything to shards 40..=43 and a meta record; big
+/// enough (about 1.5 MiB) to span several export chunks.
+async fn fill_for_export(storage: &Arc<dyn Storage>) {
+    for s in 40..=43u32 {
+        let mut b = WriteBatch::new(shard(s), Epoch::new(u64::from(s)));
+        for i in 0..90 {
+            let key = entity(s, "T", &format!("e{i}"));
+            b.put_state(&key, Bytes::from(vec![i as u8; 4096]));
+            b.append_journal(&key, req(1), StepIndex::new(i), bytes("entry"));
+        }
+        let target = entity(s, "T", "e0");
+        b.enqueue(message(&target, 1, 10));
+        b.enqueue(message(&target, 2, 20));
+        b.dead_letter(req(2), "gave up", at(21));
+        b.ack(req(3), bytes("reply"));
+        b.put_timer(TimerKey::new(shard(s), at(50), TimerId::new(1)), bytes("t"));
+        b.resolve_deferred(&target, "d", DeferredValue::Success(bytes("yes")));
+        commit_all_applied(storage, b).await;
+    }
+    storage
+        .commit_group(Vec::new(), Some((meta_key("applied"), bytes("log-1"))))
+        .await
+        .expect("commits meta");
+}
+
+async fn export_bytes(storage: &Arc<dyn Storage>, shards: ShardRange) -> Vec<u8> {
+    let stream = storage.export(shards).await.expect("export starts");
+    snapshot::read_to_end(stream)
+        .await
+        .expect("export completes")
+}
+
+/// Import `bytes` split into chunks of `chunk` bytes.
+async fn import_bytes(
+    storage: &Arc<dyn Storage>,
+    bytes: &[u8],
+    chunk: usize,
+) -> crate::Result<crate::SnapshotInfo> {
+    let chunks = bytes
+        .chunks(chunk)
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .collect();
+    storage.import(snapshot::stream_from_chunks(chunks)).await
+}
+
+/// An export reads one consistent snapshot (commits made while it is
+/// consumed are not in it); importing it into a changed, non-empty store
+/// makes that store equal to the exported one, `node_meta` included.
+pub async fn export_import_round_trip_replaces_everything(fixture: Fixture) {
+    let storage = fixture.storage();
+    fill_for_export(storage).await;
+    let stream = storage
+        .export(ShardRange::ALL)
+        .await
+        .expect("export starts");
+
+    // Change things before the stream is consumed.
+    let kept = entity(40, "T", "e1");
+    let added = entity(44, "T", "new");
+    let mut b = WriteBatch::new(shard(40), Epoch::new(99));
+    b.put_state(&kept, bytes("changed"));
+    b.delete_journal(&entity(40, "T", "e2"), req(1));
+    b.ack(req(1), bytes("acked later"));
+    commit_all_applied(storage, b).await;
+    let mut b = batch(44);
+    b.put_state(&added, bytes("added"));
+    commit_all_applied(storage, b).await;
+    storage
+        .commit_group(Vec::new(), Some((meta_key("applied"), bytes("log-2"))))
+        .await
+        .expect("commits meta");
+    storage
+        .commit_group(Vec::new(), Some((meta_key("other"), bytes("x"))))
+        .await
+        .expect("commits meta");
+
+    let exported = snapshot::read_to_end(stream)
+        .await
+        .expect("export completes");
+    assert!(
+        exported.len() > 4 * limits::SNAPSHOT_CHUNK_BYTES,
+        "the snapshot spans more chunks than the export buffers: {} bytes",
+        exported.len()
+    );
+    let info = import_bytes(storage, &exported, 100_003)
+        .await
+        .expect("imports");
+    assert_eq!(info.shards, ShardRange::ALL);
+    assert!(info.node_meta);
+
+    assert_eq!(
+        storage.load_state(&kept).await.expect("reads"),
+        Some(Bytes::from(vec![1u8; 4096]))
+    );
+    assert_eq!(storage.load_state(&added).await.expect("reads"), None);
+    assert_eq!(
+        storage
+            .read_journal(&entity(40, "T", "e2"), req(1))
+            .await
+            .expect("reads")
+            .len(),
+        1
+    );
+    assert!(
+        storage
+            .read_message(shard(40), req(1))
+            .await
+            .expect("reads")
+            .is_some(),
+        "the message acked after the export is pending again"
+    );
+    assert_eq!(
+        storage.shard_epoch(shard(40)).await.expect("reads"),
+        Epoch::new(40)
+    );
+    assert_eq!(
+        storage
+            .read_meta(&meta_key("applied"))
+            .await
+            .expect("reads"),
+        Some(bytes("log-1"))
+    );
+    assert_eq!(
+        storage.read_meta(&meta_key("other")).await.expect("reads"),
+        None
+    );
+    assert_eq!(
+        storage
+            .dead_letters(shard(41), None, 10)
+            .await
+            .expect("reads")
+            .len(),
+        1
+    );
+    assert_eq!(
+        storage
+            .due_timers(ShardScope::All, Timestamp::MAX, 10)
+            .await
+            .expect("reads")
+            .len(),
+        4
+    );
+    // Byte-for-byte: the store now exports exactly what was imported.
+    assert!(
+        export_bytes(storage, ShardRange::ALL).await == exported,
+        "the imported store differs from the exported one"
+    );
+}
+
+/// A shard-range export carries only those shards; importing it replaces
+/// only them, leaving other shards and `node_meta` alone.
+pub async fn export_of_a_shard_range_replaces_only_it(fixture: Fixture) {
+    let storage = fixture.storage();
+    fill_for_export(storage).await;
+    let range = ShardRange::new(shard(41), shard(42)).expect("valid range");
+    let exported = export_bytes(storage, range).await;
+    let whole = export_bytes(storage, ShardRange::ALL).await;
+    assert!(exported.len() < whole.len());
+
+    let (inside, outside) = (entity(41, "T", "e1"), entity(43, "T", "e1"));
+    let fresh = entity(42, "T", "fresh");
+    let mut b = WriteBatch::new(shard(41), Epoch::new(99));
+    b.put_state(&inside, bytes("changed"));
+    commit_all_applied(storage, b).await;
+    let mut b = WriteBatch::new(shard(42), Epoch::new(99));
+    b.put_state(&fresh, bytes("fresh"));
+    commit_all_applied(storage, b).await;
+    let mut b = WriteBatch::new(shard(43), Epoch::new(99));
+    b.put_state(&outside, bytes("changed"));
+    commit_all_applied(storage, b).await;
+    storage
+        .commit_group(Vec::new(), Some((meta_key("applied"), bytes("log-9"))))
+        .await
+        .expect("commits meta");
+
+    let info = import_bytes(storage, &exported, 4096)
+        .await
+        .expect("imports");
+    assert_eq!(info.shards, range);
+    assert!(!info.node_meta);
+    assert_eq!(
+        storage.load_state(&inside).await.expect("reads"),
+        Some(Bytes::from(vec![1u8; 4096]))
+    );
+    assert_eq!(storage.load_state(&fresh).await.expect("reads"), None);
+    assert_eq!(
+        storage.shard_epoch(shard(41)).await.expect("reads"),
+        Epoch::new(41),
+        "the epoch comes back with the shard"
+    );
+    assert_eq!(
+        storage.load_state(&outside).await.expect("reads"),
+        Some(bytes("changed"))
+    );
+    assert_eq!(
+        storage.shard_epoch(shard(43)).await.expect("reads"),
+        Epoch::new(99)
+    );
+    assert_eq!(
+        storage
+            .read_meta(&meta_key("applied"))
+            .await
+            .expect("reads"),
+        Some(bytes("log-9"))
+    );
+    assert!(export_bytes(storage, range).await == exported);
+}
+
+/// Garbage, truncation, a wrong version, damage, trailing bytes and a
+/// failing stream are rejected with a clear error, and change nothing.
+pub async fn import_of_bad_input_changes_nothing(fixture: Fixture) {
+    let storage = fixture.storage();
+    fill_for_export(storage).await;
+    let valid = export_bytes(storage, ShardRange::ALL).await;
+    // Something to lose if a failed import cleared anything.
+    let mut b = batch(45);
+    b.put_state(&entity(45, "T", "t"), bytes("after export"));
+    commit_all_applied(storage, b).await;
+    let before = export_bytes(storage, ShardRange::ALL).await;
+
+    let mut wrong_version = valid.clone();
+    wrong_version[8..12].copy_from_slice(&(snapshot::FORMAT_VERSION + 1).to_be_bytes());
+    let mut damaged = valid.clone();
+    let middle = valid.len() / 2;
+    damaged[middle] ^= 0x5a;
+    let mut trailing = valid.clone();
+    trailing.extend_from_slice(b"junk");
+    let garbage: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("empty".into(), Vec::new()),
+        ("garbage".into(), garbage),
+        ("wrong version".into(), wrong_version),
+        ("damaged".into(), damaged),
+        ("trailing bytes".into(), trailing),
+    ];
+    for cut in [5, 12, 100, middle, valid.len() - 9, valid.len() - 1] {
+        cases.push((format!("truncated to {cut}"), valid[..cut].to_vec()));
+    }
+    for (name, input) in cases {
+        let error = import_bytes(storage, &input, 65_536)
+            .await
+            .expect_err(&name);
+        assert!(!error.is_fatal(), "{name}: {error:?}");
+        if name == "wrong version" {
+            assert!(
+                matches!(error, Error::UnsupportedSnapshot { .. }),
+                "{name}: {error:?}"
+            );
+        } else {
+            assert!(matches!(error, Error::Decode { .. }), "{name}: {error:?}");
+        }
+        assert!(
+            export_bytes(storage, ShardRange::ALL).await == before,
+            "{name}: a failed import changed the store"
+        );
+    }
+
+    // A stream failing half-way (a broken connection) aborts the import.
+    let mut chunks: Vec<crate::Result<Bytes>> = valid[..middle]
+        .chunks(65_536)
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .collect();
+    chunks.push(Err(Error::invalid("connection lost")));
+    let error = storage
+        .import(snapshot::stream_from_chunks(chunks))
+        .await
+        .expect_err("a failing stream");
+    assert!(error.to_string().contains("connection lost"), "{error}");
+    assert!(export_bytes(storage, ShardRange::ALL).await == before);
+
+    // The store still works, and the valid snapshot still imports.
+    import_bytes(storage, &valid, 65_536)
+        .await
+        .expect("imports");
+    assert_eq!(
+        storage
+            .load_state(&entity(45, "T", "t"))
+            .await
+            .expect("reads"),
+        None
+    );
+}
+
 // ---- Lifecycle ----
 
 /// After close, every call answers `Closed`; closing twice is fine.
@@ -1345,4 +1840,18 @@ pub async fn close_rejects_further_calls(fixture: Fixture) {
         Err(Error::Closed)
     ));
     assert!(matches!(storage.flush().await, Err(Error::Closed)));
+    assert!(matches!(
+        storage.commit_group(vec![batch(25)], None).await,
+        Err(Error::Closed)
+    ));
+    assert!(matches!(
+        storage.read_meta(&meta_key("applied")).await,
+        Err(Error::Closed)
+    ));
+    assert!(matches!(
+        storage.export(ShardRange::ALL).await,
+        Err(Error::Closed)
+    ));
+    let empty = snapshot::stream_from_chunks(Vec::new());
+    assert!(matches!(storage.import(empty).await, Err(Error::Closed)));
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shoal_storage::redb_backend::FORMAT_VERSION;
 use shoal_storage::{
-    EntityKey, Epoch, Error, Message, RedbConfig, RedbStorage, RequestId, ShardId, ShardScope,
-    StepIndex, Storage, TimerId, TimerKey, Timestamp, WriteBatch,
+    EntityKey, Epoch, Error, Message, MetaKey, RedbConfig, RedbStorage, RequestId, ShardId,
+    ShardScope, StepIndex, Storage, TimerId, TimerKey, Timestamp, WriteBatch,
 };
 
 fn config(path: &Path) -> RedbConfig {
@@ -142,6 +142,74 @@ async fn acknowledged_commits_survive_drop_and_reopen() {
     assert_eq!(
         storage.shard_epoch(shard).await.expect("reads"),
         Epoch::new(7)
+    );
+    storage.close().await.expect("closes");
+}
+
+#[tokio::test]
+async fn a_commit_group_and_its_meta_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data.redb");
+    let applied = MetaKey::new("raft.applied").expect("valid meta key");
+    let key = EntityKey::new(ShardId::new(4), "Order", "o1").expect("valid key");
+    {
+        let storage = open(&path).expect("creates");
+        let mut batch = WriteBatch::new(key.shard(), Epoch::new(1));
+        batch.put_state(&key, Bytes::from_static(b"grouped"));
+        let results = storage
+            .commit_group(
+                vec![batch],
+                Some((applied.clone(), Bytes::from_static(b"7"))),
+            )
+            .await
+            .expect("commits");
+        assert!(results[0].is_ok());
+        storage.close().await.expect("closes");
+    }
+    let storage = open(&path).expect("reopens");
+    assert_eq!(
+        storage.load_state(&key).await.expect("reads"),
+        Some(Bytes::from_static(b"grouped"))
+    );
+    assert_eq!(
+        storage.read_meta(&applied).await.expect("reads"),
+        Some(Bytes::from_static(b"7"))
+    );
+    storage.close().await.expect("closes");
+}
+
+/// A version-1 file written before the `node_meta` table existed opens; the
+/// table is added, its data kept.
+#[tokio::test]
+async fn a_file_without_node_meta_gets_the_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data.redb");
+    let storage = open(&path).expect("creates");
+    write_sample_data(&storage, 3).await;
+    storage.close().await.expect("closes");
+    {
+        let db = ::redb::Database::open(&path).expect("raw open");
+        let txn = db.begin_write().expect("write txn");
+        let node_meta: ::redb::TableDefinition<'_, &[u8], &[u8]> =
+            ::redb::TableDefinition::new("node_meta");
+        assert!(txn.delete_table(node_meta).expect("deletes"));
+        txn.commit().expect("commits");
+    }
+    let storage = open(&path).expect("opens the older file");
+    let key = EntityKey::new(ShardId::new(3), "Account", "a1").expect("valid key");
+    assert!(storage.load_state(&key).await.expect("reads").is_some());
+    let applied = MetaKey::new("applied").expect("valid meta key");
+    assert_eq!(storage.read_meta(&applied).await.expect("reads"), None);
+    storage
+        .commit_group(
+            Vec::new(),
+            Some((applied.clone(), Bytes::from_static(b"1"))),
+        )
+        .await
+        .expect("commits");
+    assert_eq!(
+        storage.read_meta(&applied).await.expect("reads"),
+        Some(Bytes::from_static(b"1"))
     );
     storage.close().await.expect("closes");
 }
