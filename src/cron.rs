@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures::future::BoxFuture;
-use shoal_storage::{EntityKey, Epoch, Timestamp, WriteBatch};
+use shoal_storage::{EntityKey, Timestamp};
 
 use crate::Node;
 use crate::entity::{Callable, Entity, EntityError};
@@ -269,6 +269,7 @@ impl CronJob {
             }
         };
         let storage = node.storage();
+        let writes = node.writes();
         let mut cursor = match storage.load_state(&cursor_key).await {
             Ok(Some(bytes)) => match rmp_serde::from_slice::<u64>(&bytes) {
                 Ok(ms) => from_ms(ms),
@@ -302,14 +303,14 @@ impl CronJob {
                 return;
             };
             cursor = next;
-            let mut batch = WriteBatch::new(cursor_key.shard(), Epoch::ZERO);
+            let mut batch = writes.batch(cursor_key.shard());
             match rmp_serde::to_vec(&to_ms(next)) {
                 Ok(bytes) => {
                     batch.put_state(&cursor_key, bytes);
                 }
                 Err(error) => panic!("cannot encode a cron cursor: {error}"),
             }
-            if let Err(error) = storage.commit(batch).await {
+            if let Err(error) = writes.commit(batch).await {
                 // The run is scheduled; a lost cursor only means the next
                 // start reschedules it, which the key deduplicates.
                 tracing::warn!(job = %self.name, %error, "cannot save the cron cursor");

@@ -17,15 +17,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use shoal_storage::{
-    DeadLetter, Epoch, MemoryStorage, RedbConfig, RedbStorage, ShardId, Storage, WriteBatch,
-};
+use shoal_storage::{DeadLetter, MemoryStorage, RedbConfig, RedbStorage, ShardId, Storage};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actor::ActorSystem;
 use crate::entity::delivery::Deliverer;
-use crate::entity::runtime::{Caller, DeliverTo, EntityType, Runtime, now};
+use crate::entity::runtime::{Caller, DeliverTo, EntityType, Runtime, WritePath, now};
 use crate::entity::{Entity, EntityClient, EntityError, Handlers};
 use crate::shard::{self, ShardGroup};
 use crate::singleton::{Singleton, SingletonContext};
@@ -283,9 +281,11 @@ impl NodeBuilder {
         let system = ActorSystem::builder()
             .build()
             .map_err(|_| NodeError::NoRuntime)?;
-        let deliverer = Deliverer::new(storage.clone(), &self.config);
+        let writes = WritePath::new(storage.clone());
+        let deliverer = Deliverer::new(storage.clone(), writes.clone(), &self.config);
         let runtime = Arc::new(Runtime {
             deliverer,
+            writes,
             storage,
             system,
             config: self.config,
@@ -420,9 +420,14 @@ impl Node {
         Ok(())
     }
 
-    /// The storage backend.
+    /// The storage backend, for reads.
     pub(crate) fn storage(&self) -> Arc<dyn Storage> {
         self.inner.runtime.storage.clone()
+    }
+
+    /// The write path.
+    pub(crate) fn writes(&self) -> Arc<WritePath> {
+        self.inner.runtime.writes.clone()
     }
 
     /// The names of the registered entity types, sorted.
@@ -483,9 +488,10 @@ impl Node {
     /// its attempts reset.
     pub async fn replay_dead_letter(&self, letter: &DeadLetter) -> Result<(), EntityError> {
         let shard = letter.message.shard();
-        let mut batch = WriteBatch::new(shard, Epoch::ZERO);
+        let writes = &self.inner.runtime.writes;
+        let mut batch = writes.batch(shard);
         batch.replay_dead_letter(letter.message.request_id, now());
-        self.inner.runtime.storage.commit(batch).await?;
+        writes.commit(batch).await?;
         self.inner.runtime.deliverer.enqueued(shard);
         Ok(())
     }

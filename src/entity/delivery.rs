@@ -29,13 +29,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use shoal_storage::{
-    DeadLetter, Epoch, Message as StoredMessage, RequestId, ShardId, Storage, Timestamp, WriteBatch,
-};
+use shoal_storage::{DeadLetter, Message as StoredMessage, RequestId, ShardId, Storage, Timestamp};
 use tokio::sync::Notify;
 
 use super::error::EntityError;
 use super::runtime::now;
+use super::writes::WritePath;
 use crate::Config;
 
 /// Due messages read from one shard per pass.
@@ -52,6 +51,7 @@ pub(crate) trait Deliver: Send + Sync {
 /// The node's delivery task and what it shares with senders.
 pub(crate) struct Deliverer {
     storage: Arc<dyn Storage>,
+    writes: Arc<WritePath>,
     poll_interval: Duration,
     max_retries: u32,
     retry_backoff: Duration,
@@ -72,9 +72,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Deliverer {
-    pub(crate) fn new(storage: Arc<dyn Storage>, config: &Config) -> Arc<Self> {
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        writes: Arc<WritePath>,
+        config: &Config,
+    ) -> Arc<Self> {
         Arc::new(Deliverer {
             storage,
+            writes,
             poll_interval: config.storage_poll_interval(),
             max_retries: config.storage_message_max_retries(),
             retry_backoff: config.storage_message_retry_backoff(),
@@ -208,7 +213,7 @@ impl Deliverer {
                 message.target.entity_type().to_owned(),
             )),
         };
-        let mut batch = WriteBatch::new(shard, Epoch::ZERO);
+        let mut batch = self.writes.batch(shard);
         match result {
             // Already acknowledged with the state change for an activity;
             // a repeated ack is skipped.
@@ -237,7 +242,7 @@ impl Deliverer {
                 }
             }
         }
-        if let Err(error) = self.storage.commit(batch).await {
+        if let Err(error) = self.writes.commit(batch).await {
             tracing::warn!(%shard, %error, "cannot record a delivery outcome; it will be retried");
         }
         lock(&self.in_flight).remove(&request);
@@ -309,7 +314,8 @@ mod tests {
             .storage_message_retry_backoff(Duration::from_millis(100))
             .build()
             .unwrap();
-        let d = Deliverer::new(Arc::new(shoal_storage::MemoryStorage::new()), &config);
+        let storage: Arc<dyn Storage> = Arc::new(shoal_storage::MemoryStorage::new());
+        let d = Deliverer::new(storage.clone(), WritePath::new(storage), &config);
         assert_eq!(d.backoff(0), Duration::from_millis(100));
         assert_eq!(d.backoff(1), Duration::from_millis(200));
         assert_eq!(d.backoff(5), Duration::from_millis(3_200));

@@ -34,6 +34,7 @@ mod handlers;
 pub(crate) mod runtime;
 mod traits;
 mod workflow;
+mod writes;
 
 pub use client::{EntityClient, PersistedSend, default_request_id, idempotency_request_id};
 pub use context::{ActivityContext, RpcContext};

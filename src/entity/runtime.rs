@@ -27,8 +27,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use shoal_storage::{
-    DeferredValue, EntityKey, Epoch, Message as StoredMessage, RequestId, SkipReason, StepIndex,
-    Storage, Timestamp, WriteBatch,
+    DeferredValue, EntityKey, Message as StoredMessage, RequestId, SkipReason, StepIndex, Storage,
+    Timestamp,
 };
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -41,6 +41,7 @@ use super::error::EntityError;
 use super::handlers::{HandlerKind, Handlers, Registered};
 use super::traits::{Entity, Visibility};
 use super::workflow::{JournalRecord, WorkflowContext};
+pub(crate) use super::writes::WritePath;
 use crate::Config;
 use crate::actor::{Actor, ActorSystem, Addr, Context, Handler, Message, SendError};
 use crate::shard::{self, ShardGroup};
@@ -63,6 +64,8 @@ pub(crate) struct Runtime {
     pub(crate) types: OnceLock<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
     /// Delivers persisted messages (and resumes pending workflows).
     pub(crate) deliverer: Arc<Deliverer>,
+    /// Where every write goes.
+    pub(crate) writes: Arc<WritePath>,
 }
 
 impl Runtime {
@@ -155,9 +158,9 @@ impl<E: Entity> EntityType<E> {
         if self.runtime.shutting_down.load(Ordering::Acquire) {
             return Err(EntityError::ShuttingDown);
         }
-        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        let mut batch = self.runtime.writes.batch(key.shard());
         let op = batch.resolve_deferred(key, name, value);
-        let outcome = self.runtime.storage.commit(batch).await?;
+        let outcome = self.runtime.writes.commit(batch).await?;
         let waker = lock(&self.deferred_waiters)
             .get(&(key.entity_id().to_owned(), name.to_owned()))
             .cloned();
@@ -307,10 +310,10 @@ impl<E: Entity> EntityType<E> {
         let now = now();
         let message = StoredMessage::new(request, key.clone(), handler, params, now)
             .with_next_attempt_at(at.unwrap_or(now));
-        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        let mut batch = self.runtime.writes.batch(key.shard());
         batch.enqueue(message);
         // A skipped enqueue is the same message sent before: nothing to do.
-        self.runtime.storage.commit(batch).await?;
+        self.runtime.writes.commit(batch).await?;
         self.runtime.deliverer.enqueued(key.shard());
         Ok(PersistedSend::new(request, key.shard()))
     }
@@ -411,11 +414,11 @@ impl<E: Entity> EntityType<E> {
         request: RequestId,
     ) -> Result<Bytes, EntityError> {
         let storage = &self.runtime.storage;
-        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        let mut batch = self.runtime.writes.batch(key.shard());
         let pending =
             StoredMessage::new(request, key.clone(), registered.name, params.clone(), now());
         let record = batch.enqueue(pending);
-        let outcome = storage.commit(batch).await?;
+        let outcome = self.runtime.writes.commit(batch).await?;
         if outcome.skip_reason(record) == Some(SkipReason::MessageReplied)
             && let Some(reply) = storage.read_reply(key.shard(), request).await?
         {
@@ -455,10 +458,10 @@ impl<E: Entity> EntityType<E> {
                 return Err(self.dead_letter(key, request, error).await);
             }
         };
-        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        let mut batch = self.runtime.writes.batch(key.shard());
         batch.ack(request, reply.clone());
         batch.delete_journal(key, request);
-        storage.commit(batch).await?;
+        self.runtime.writes.commit(batch).await?;
         Ok(reply)
     }
 
@@ -469,9 +472,9 @@ impl<E: Entity> EntityType<E> {
         error: EntityError,
     ) -> EntityError {
         tracing::error!(entity = %key.entity_id(), %error, "workflow execution dead-lettered");
-        let mut batch = WriteBatch::new(key.shard(), Epoch::ZERO);
+        let mut batch = self.runtime.writes.batch(key.shard());
         batch.dead_letter(request, error.to_string(), now());
-        if let Err(e) = self.runtime.storage.commit(batch).await {
+        if let Err(e) = self.runtime.writes.commit(batch).await {
             return e.into();
         }
         error
@@ -629,7 +632,7 @@ impl<E: Entity> EntityActor<E> {
         if !is_activity {
             return Ok(outcome.reply);
         }
-        let mut batch = WriteBatch::new(self.key.shard(), Epoch::ZERO);
+        let mut batch = runtime.writes.batch(self.key.shard());
         let new_state = if outcome.commit {
             match &self.state {
                 Loaded::Ready(state) => match encode(state, "state") {
@@ -669,7 +672,7 @@ impl<E: Entity> EntityActor<E> {
             }
         }
         if !batch.is_empty()
-            && let Err(e) = runtime.storage.commit(batch).await
+            && let Err(e) = runtime.writes.commit(batch).await
         {
             self.restore();
             return Err(e.into());

@@ -27,9 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use shoal_storage::{
-    DeferredValue, EntityKey, Epoch, JournalEntry, RequestId, StepIndex, Timestamp, WriteBatch,
-};
+use shoal_storage::{DeferredValue, EntityKey, JournalEntry, RequestId, StepIndex, Timestamp};
 
 use super::client::{KeySource, request_id};
 use super::codec::{decode, encode};
@@ -207,9 +205,9 @@ impl<E: Entity> WorkflowContext<E> {
             target: target.to_owned(),
             reply: reply.clone(),
         };
-        let mut batch = WriteBatch::new(self.key.shard(), Epoch::ZERO);
+        let mut batch = self.ty.runtime().writes.batch(self.key.shard());
         batch.append_journal(&self.key, self.execution, step, record.encode()?);
-        self.ty.runtime().storage.commit(batch).await?;
+        self.ty.runtime().writes.commit(batch).await?;
         Ok(reply)
     }
 
@@ -307,9 +305,9 @@ impl<E: Entity> WorkflowContext<E> {
             target: String::new(),
             reply,
         };
-        let mut batch = WriteBatch::new(self.key.shard(), Epoch::ZERO);
+        let mut batch = self.ty.runtime().writes.batch(self.key.shard());
         batch.append_journal(&self.key, self.execution, step, record.encode()?);
-        self.ty.runtime().storage.commit(batch).await?;
+        self.ty.runtime().writes.commit(batch).await?;
         Ok(())
     }
 
