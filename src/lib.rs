@@ -7,7 +7,7 @@
 //!   activates, persists and passivates entities;
 //! - [`Node`]: the embedded entry point (data directory, registered types);
 //! - [`shard`]: the stable entity-id → shard mapping;
-//! - workflows, persisted messages, [`cron`] and [`singleton`]s: durable
+//! - workflows, persisted messages, [`cron`] and [singletons](mod@singleton): durable
 //!   execution on top of entities;
 //! - [`server`]: a node served over QUIC + mutual TLS and its remote
 //!   [`server::Client`]; [`builtin`] entity types for the `shoal` binary;
