@@ -14,12 +14,24 @@
 //! - **timers**: (shard, due time, [`TimerId`]) → payload, scanned by due
 //!   time, with the next deadline for an event-driven scheduler;
 //! - **deferreds**: (entity, name) → [`DeferredValue`], first resolution wins;
-//! - **shard epochs**: the fencing token of each shard.
+//! - **shard epochs**: the fencing token of each shard;
+//! - **node metadata**: a small namespace of [`MetaKey`] → opaque bytes,
+//!   apart from all data (e.g. the Raft applied marker).
 //!
 //! All writes go through one [`WriteBatch`] — a plain, encodable value — that
 //! applies atomically and is fenced by its shard's [`Epoch`]. A state change,
 //! its journal entry, a reply and a message acknowledgement commit together
 //! or not at all.
+//!
+//! [`Storage::commit_group`] applies many batches (any shards, each fenced
+//! and validated on its own) plus one node-metadata record in ONE durable
+//! transaction: a replicated state machine commits the entries it applies
+//! together with its applied marker, exactly once, one fsync per group.
+//!
+//! [`Storage::export`] streams a consistent snapshot of every table (or of a
+//! [`ShardRange`]) in a versioned, checksummed format ([`snapshot`]), in
+//! bounded memory; [`Storage::import`] replaces what a snapshot covers,
+//! atomically, and rejects damaged or foreign input changing nothing.
 //!
 //! # Backends
 //! Both implement the [`Storage`] trait (dyn-compatible, async):
@@ -34,6 +46,8 @@
 //! - `types`, `limits`: identifiers, keys, records, and the limits on them;
 //! - `batch`: [`WriteBatch`], [`Op`], [`CommitOutcome`]; `proto`: their
 //!   protobuf encoding (`proto/shoal/storage/v1/storage.proto`);
+//! - [`snapshot`]: the export/import stream format, its encoder and its
+//!   validating decoder;
 //! - `keys`: table names and key byte layouts; `engine`: how batches apply
 //!   and scans walk, over an abstract ordered key-value store — shared by
 //!   both backends;

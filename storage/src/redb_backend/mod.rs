@@ -51,6 +51,35 @@
 //! write transaction with immediate durability (one fsync); a fatal error
 //! aborts that transaction, so the group applies all or nothing.
 //!
+//! # Export and import
+//! [`Storage::export`] opens one redb read transaction (an MVCC snapshot)
+//! and hands it to a blocking thread that encodes it into chunks, a few
+//! ahead of the consumer; the snapshot lives until the stream is drained or
+//! dropped, and commits go on meanwhile.
+//!
+//! [`Storage::import`] runs alone on the writer thread, in queue order, as
+//! ONE write transaction: it clears the snapshot's shard range in every
+//! data table (and `node_meta`, for a full snapshot), writes the rows as
+//! the caller's task feeds the chunks through a bounded channel (a few
+//! chunks ahead), checks the trailer, and only then commits with immediate
+//! durability. Any error — bad input, a failing stream, the caller going
+//! away — aborts the transaction. Commits queued meanwhile wait for it.
+//!
+//! Why one transaction rather than writing a new file and renaming it over
+//! the old: redb commits are atomic and crash-safe (copy-on-write pages; the
+//! new root becomes current only when the commit's header write lands, after
+//! the data is synced), and the old pages are not reused before that commit.
+//! So a process killed mid-import reopens with exactly the old dataset, a
+//! completed import with exactly the new one — the `kill -9` test in
+//! `tests/conformance/redb_files.rs` checks the first. A rename would need
+//! the open `Database` (and its file lock) swapped under live readers and
+//! the writer, plus a directory fsync and stale temporary files to clean
+//! up, for the same guarantee. The cost is the same as for a rename: the
+//! file briefly holds both datasets. redb keeps a transaction's dirty pages
+//! within half its page cache ([`RedbConfig::cache_bytes`]) and writes the
+//! excess to the file before the commit, so an import does not need RAM
+//! for the dataset either.
+//!
 //! # Reads
 //! Reads open a redb read transaction (an MVCC snapshot: cheap, never
 //! blocked by the writer) and run inline on the calling task: point reads
