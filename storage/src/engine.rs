@@ -3,9 +3,11 @@
 //! walk them.
 //!
 //! Backends provide only [`KvRead`] / [`KvWrite`] (get, ordered scan, put,
-//! delete over the tables of `keys`) and transaction boundaries; all storage
-//! semantics — fencing, insert-if-absent, mailbox moves, scan order — live
-//! here once, so the memory and redb backends cannot drift apart.
+//! delete, range clear over the tables of `keys`) and transaction
+//! boundaries; all storage semantics — fencing, insert-if-absent, mailbox
+//! moves, scan order, commit groups with their `node_meta` record — live
+//! here once (and the snapshot format in `snapshot`), so the memory and
+//! redb backends cannot drift apart.
 //!
 //! Invariants:
 //! - `apply` checks the epoch before its first write; after that the only

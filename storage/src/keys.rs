@@ -20,8 +20,11 @@
 //! | `dead_letters` | shard u32 · request u128                              | protobuf `DeadLetter`    |
 //! | `timers`       | shard u32 · due_ms u64 · timer u128                   | payload bytes            |
 //! | `deferreds`    | entity · name_len u8 · name                           | protobuf `DeferredValue` |
+//! | `node_meta`    | meta key (UTF-8, not shard-prefixed)                  | opaque bytes             |
 //!
 //! where `entity` = shard u32 · type_len u8 · type (UTF-8) · id_len u16 · id (UTF-8).
+//! `node_meta` is not a data table: the shard-prefix invariant below is
+//! about the other nine.
 //!
 //! This module only encodes and decodes; it does no I/O.
 
