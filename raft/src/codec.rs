@@ -16,6 +16,20 @@
 //! message Node       { uint64 id = 1; string addr = 2; }
 //! message StoredMembership { LogId log_id = 1; Membership membership = 2; }
 //! message SnapshotData     { uint32 format_version = 1; LogId last_data_log_id = 2; }
+//!
+//! // Raft RPCs (see `network`):
+//! message AppendEntriesRequest  { Vote vote = 1; LogId prev_log_id = 2; repeated Entry entries = 3;
+//!                                 LogId leader_commit = 4; }
+//! message AppendEntriesResponse { oneof result { Empty success = 1; PartialSuccess partial_success = 2;
+//!                                                Empty conflict = 3; Vote higher_vote = 4; } }
+//! message PartialSuccess        { LogId matching = 1; }
+//! message Empty                 {}
+//! message VoteRequest           { Vote vote = 1; LogId last_log_id = 2; bool leadership_transfer = 3; }
+//! message VoteResponse          { Vote vote = 1; bool vote_granted = 2; LogId last_log_id = 3; }
+//! message SnapshotChunk         { Vote vote = 1; uint64 transfer_id = 2; uint64 offset = 3;
+//!                                 uint64 total_bytes = 4; bytes data = 5; SnapshotMeta meta = 6; }
+//! message SnapshotMeta          { LogId last_log_id = 1; StoredMembership last_membership = 2; }
+//! message SnapshotAck           { uint64 received_bytes = 1; Vote vote = 2; }  // vote: after the last chunk
 //! ```
 //!
 //! Invariant: fields are only ever added, never renumbered. Decoding never
@@ -25,12 +39,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::vote::{RaftLeaderId, RaftLeaderIdExt, RaftVote};
 use openraft::{BasicNode, EntryPayload, Membership};
 use prost::Message as _;
 use shoal_storage::WriteBatch;
 
-use crate::types::{Command, Entry, LogId, NodeId, StoredMembership, Vote};
+use crate::types::{
+    Command, Entry, LogId, NodeId, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+};
 
 /// Why bytes did not decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,6 +208,21 @@ fn membership_from_pb(pb: MembershipPb) -> Result<Membership<NodeId, BasicNode>,
     Membership::new(configs, nodes).map_err(|e| err(format!("invalid membership: {e}")))
 }
 
+fn vote_to_pb(vote: &Vote) -> VotePb {
+    VotePb {
+        term: vote.leader_id.term,
+        node_id: vote.leader_id.node_id,
+        committed: vote.committed,
+    }
+}
+
+fn vote_from_pb(pb: &VotePb) -> Vote {
+    Vote::from_leader_id(
+        openraft::vote::leader_id_adv::LeaderId::new(pb.term, pb.node_id),
+        pb.committed,
+    )
+}
+
 /// Encodes a log id.
 pub(crate) fn encode_log_id(log_id: &LogId) -> Vec<u8> {
     log_id_to_pb(log_id).encode_to_vec()
@@ -204,21 +236,13 @@ pub(crate) fn decode_log_id(bytes: &[u8]) -> Result<LogId, DecodeError> {
 
 /// Encodes a vote.
 pub(crate) fn encode_vote(vote: &Vote) -> Vec<u8> {
-    VotePb {
-        term: vote.leader_id.term,
-        node_id: vote.leader_id.node_id,
-        committed: vote.committed,
-    }
-    .encode_to_vec()
+    vote_to_pb(vote).encode_to_vec()
 }
 
 /// Decodes a vote.
 pub(crate) fn decode_vote(bytes: &[u8]) -> Result<Vote, DecodeError> {
     let pb = VotePb::decode(bytes).map_err(|e| err(format!("vote: {e}")))?;
-    Ok(Vote::from_leader_id(
-        openraft::vote::leader_id_adv::LeaderId::new(pb.term, pb.node_id),
-        pb.committed,
-    ))
+    Ok(vote_from_pb(&pb))
 }
 
 /// Encodes a command.
@@ -249,8 +273,7 @@ fn command_from_pb(pb: CommandPb) -> Result<Command, DecodeError> {
     }
 }
 
-/// Encodes a log entry.
-pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
+fn entry_to_pb(entry: &Entry) -> EntryPb {
     let payload = match &entry.payload {
         EntryPayload::Blank => PayloadPb::Blank(BlankPb {}),
         EntryPayload::Normal(command) => PayloadPb::Normal(command_to_pb(command)),
@@ -260,12 +283,20 @@ pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
         log_id: Some(log_id_to_pb(&entry.log_id)),
         payload: Some(payload),
     }
-    .encode_to_vec()
+}
+
+/// Encodes a log entry.
+pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
+    entry_to_pb(entry).encode_to_vec()
 }
 
 /// Decodes a log entry.
 pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
     let pb = EntryPb::decode(bytes).map_err(|e| err(format!("log entry: {e}")))?;
+    entry_from_pb(pb)
+}
+
+fn entry_from_pb(pb: EntryPb) -> Result<Entry, DecodeError> {
     let log_id = pb
         .log_id
         .as_ref()
@@ -284,16 +315,23 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
 
 /// Encodes a stored membership.
 pub(crate) fn encode_stored_membership(membership: &StoredMembership) -> Vec<u8> {
+    stored_membership_to_pb(membership).encode_to_vec()
+}
+
+fn stored_membership_to_pb(membership: &StoredMembership) -> StoredMembershipPb {
     StoredMembershipPb {
         log_id: membership.log_id().as_ref().map(log_id_to_pb),
         membership: Some(membership_to_pb(membership.membership())),
     }
-    .encode_to_vec()
 }
 
 /// Decodes a stored membership.
 pub(crate) fn decode_stored_membership(bytes: &[u8]) -> Result<StoredMembership, DecodeError> {
     let pb = StoredMembershipPb::decode(bytes).map_err(|e| err(format!("membership: {e}")))?;
+    stored_membership_from_pb(pb)
+}
+
+fn stored_membership_from_pb(pb: StoredMembershipPb) -> Result<StoredMembership, DecodeError> {
     let membership = membership_from_pb(
         pb.membership
             .ok_or_else(|| err("stored membership: no membership"))?,
@@ -321,6 +359,320 @@ pub(crate) fn decode_snapshot_data(bytes: &[u8]) -> Result<(u32, Option<LogId>),
         pb.format_version,
         pb.last_data_log_id.as_ref().map(log_id_from_pb),
     ))
+}
+
+// ---------------------------------------------------------------------------
+// Raft RPCs
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AppendEntriesRequestPb {
+    #[prost(message, optional, tag = "1")]
+    vote: Option<VotePb>,
+    #[prost(message, optional, tag = "2")]
+    prev_log_id: Option<LogIdPb>,
+    #[prost(message, repeated, tag = "3")]
+    entries: Vec<EntryPb>,
+    #[prost(message, optional, tag = "4")]
+    leader_commit: Option<LogIdPb>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AppendEntriesResponsePb {
+    #[prost(oneof = "AppendResultPb", tags = "1, 2, 3, 4")]
+    result: Option<AppendResultPb>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum AppendResultPb {
+    #[prost(message, tag = "1")]
+    Success(EmptyPb),
+    #[prost(message, tag = "2")]
+    PartialSuccess(PartialSuccessPb),
+    #[prost(message, tag = "3")]
+    Conflict(EmptyPb),
+    #[prost(message, tag = "4")]
+    HigherVote(VotePb),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EmptyPb {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PartialSuccessPb {
+    #[prost(message, optional, tag = "1")]
+    matching: Option<LogIdPb>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct VoteRequestPb {
+    #[prost(message, optional, tag = "1")]
+    vote: Option<VotePb>,
+    #[prost(message, optional, tag = "2")]
+    last_log_id: Option<LogIdPb>,
+    #[prost(bool, tag = "3")]
+    leadership_transfer: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct VoteResponsePb {
+    #[prost(message, optional, tag = "1")]
+    vote: Option<VotePb>,
+    #[prost(bool, tag = "2")]
+    vote_granted: bool,
+    #[prost(message, optional, tag = "3")]
+    last_log_id: Option<LogIdPb>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotChunkPb {
+    #[prost(message, optional, tag = "1")]
+    vote: Option<VotePb>,
+    #[prost(uint64, tag = "2")]
+    transfer_id: u64,
+    #[prost(uint64, tag = "3")]
+    offset: u64,
+    #[prost(uint64, tag = "4")]
+    total_bytes: u64,
+    #[prost(bytes = "bytes", tag = "5")]
+    data: bytes::Bytes,
+    #[prost(message, optional, tag = "6")]
+    meta: Option<SnapshotMetaPb>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotMetaPb {
+    #[prost(message, optional, tag = "1")]
+    last_log_id: Option<LogIdPb>,
+    #[prost(message, optional, tag = "2")]
+    last_membership: Option<StoredMembershipPb>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotAckPb {
+    #[prost(uint64, tag = "1")]
+    received_bytes: u64,
+    #[prost(message, optional, tag = "2")]
+    vote: Option<VotePb>,
+}
+
+fn required_vote(what: &str, vote: Option<&VotePb>) -> Result<Vote, DecodeError> {
+    vote.map(vote_from_pb)
+        .ok_or_else(|| err(format!("{what}: no vote")))
+}
+
+/// Bytes a length-delimited field of `len` bytes takes in its message:
+/// one tag byte (field numbers < 16) and the varint length.
+fn field_bytes(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// Encodes an AppendEntries request whose encoding is at most `bytes_max`
+/// bytes: all its entries if they fit, else the longest prefix of them
+/// that does. Returns the bytes and the number of entries included (0 when
+/// not even the first entry fits, or when there are none).
+pub(crate) fn encode_append_request(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    bytes_max: usize,
+) -> (Vec<u8>, usize) {
+    let mut pb = AppendEntriesRequestPb {
+        vote: Some(vote_to_pb(&rpc.vote)),
+        prev_log_id: rpc.prev_log_id.as_ref().map(log_id_to_pb),
+        entries: Vec::new(),
+        leader_commit: rpc.leader_commit.as_ref().map(log_id_to_pb),
+    };
+    let mut len = pb.encoded_len();
+    for entry in &rpc.entries {
+        let entry = entry_to_pb(entry);
+        let added = field_bytes(entry.encoded_len());
+        if len + added > bytes_max {
+            break;
+        }
+        len += added;
+        pb.entries.push(entry);
+    }
+    let included = pb.entries.len();
+    (pb.encode_to_vec(), included)
+}
+
+/// Decodes an AppendEntries request.
+pub(crate) fn decode_append_request(
+    bytes: &[u8],
+) -> Result<AppendEntriesRequest<TypeConfig>, DecodeError> {
+    let what = "append-entries request";
+    let pb = AppendEntriesRequestPb::decode(bytes).map_err(|e| err(format!("{what}: {e}")))?;
+    let entries = pb
+        .entries
+        .into_iter()
+        .map(entry_from_pb)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AppendEntriesRequest {
+        vote: required_vote(what, pb.vote.as_ref())?,
+        prev_log_id: pb.prev_log_id.as_ref().map(log_id_from_pb),
+        entries,
+        leader_commit: pb.leader_commit.as_ref().map(log_id_from_pb),
+    })
+}
+
+/// Encodes an AppendEntries response.
+pub(crate) fn encode_append_response(response: &AppendEntriesResponse<TypeConfig>) -> Vec<u8> {
+    let result = match response {
+        AppendEntriesResponse::Success => AppendResultPb::Success(EmptyPb {}),
+        AppendEntriesResponse::PartialSuccess(matching) => {
+            AppendResultPb::PartialSuccess(PartialSuccessPb {
+                matching: matching.as_ref().map(log_id_to_pb),
+            })
+        }
+        AppendEntriesResponse::Conflict => AppendResultPb::Conflict(EmptyPb {}),
+        AppendEntriesResponse::HigherVote(vote) => AppendResultPb::HigherVote(vote_to_pb(vote)),
+    };
+    AppendEntriesResponsePb {
+        result: Some(result),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes an AppendEntries response.
+pub(crate) fn decode_append_response(
+    bytes: &[u8],
+) -> Result<AppendEntriesResponse<TypeConfig>, DecodeError> {
+    let pb = AppendEntriesResponsePb::decode(bytes)
+        .map_err(|e| err(format!("append-entries response: {e}")))?;
+    Ok(match pb.result {
+        Some(AppendResultPb::Success(_)) => AppendEntriesResponse::Success,
+        Some(AppendResultPb::PartialSuccess(partial)) => {
+            AppendEntriesResponse::PartialSuccess(partial.matching.as_ref().map(log_id_from_pb))
+        }
+        Some(AppendResultPb::Conflict(_)) => AppendEntriesResponse::Conflict,
+        Some(AppendResultPb::HigherVote(vote)) => {
+            AppendEntriesResponse::HigherVote(vote_from_pb(&vote))
+        }
+        None => return Err(err("append-entries response: no result")),
+    })
+}
+
+/// Encodes a (pre-)vote request.
+pub(crate) fn encode_vote_request(rpc: &VoteRequest<TypeConfig>) -> Vec<u8> {
+    VoteRequestPb {
+        vote: Some(vote_to_pb(&rpc.vote)),
+        last_log_id: rpc.last_log_id.as_ref().map(log_id_to_pb),
+        leadership_transfer: rpc.leadership_transfer,
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a (pre-)vote request.
+pub(crate) fn decode_vote_request(bytes: &[u8]) -> Result<VoteRequest<TypeConfig>, DecodeError> {
+    let what = "vote request";
+    let pb = VoteRequestPb::decode(bytes).map_err(|e| err(format!("{what}: {e}")))?;
+    let mut rpc = VoteRequest::new(
+        required_vote(what, pb.vote.as_ref())?,
+        pb.last_log_id.as_ref().map(log_id_from_pb),
+    );
+    rpc.leadership_transfer = pb.leadership_transfer;
+    Ok(rpc)
+}
+
+/// Encodes a (pre-)vote response.
+pub(crate) fn encode_vote_response(response: &VoteResponse<TypeConfig>) -> Vec<u8> {
+    VoteResponsePb {
+        vote: Some(vote_to_pb(&response.vote)),
+        vote_granted: response.vote_granted,
+        last_log_id: response.last_log_id.as_ref().map(log_id_to_pb),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a (pre-)vote response.
+pub(crate) fn decode_vote_response(bytes: &[u8]) -> Result<VoteResponse<TypeConfig>, DecodeError> {
+    let what = "vote response";
+    let pb = VoteResponsePb::decode(bytes).map_err(|e| err(format!("{what}: {e}")))?;
+    Ok(VoteResponse::new(
+        required_vote(what, pb.vote.as_ref())?,
+        pb.last_log_id.as_ref().map(log_id_from_pb),
+        pb.vote_granted,
+    ))
+}
+
+/// One piece of a snapshot transfer (see `network`): bytes
+/// `offset..offset + data.len()` of a snapshot of `total_bytes` bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SnapshotChunk {
+    /// The sending leader's vote.
+    pub(crate) vote: Vote,
+    /// Identifies one transfer of one sender.
+    pub(crate) transfer_id: u64,
+    /// Where `data` starts in the snapshot.
+    pub(crate) offset: u64,
+    /// The whole snapshot's length.
+    pub(crate) total_bytes: u64,
+    /// This chunk's bytes.
+    pub(crate) data: bytes::Bytes,
+    /// The snapshot's metadata (carried by every chunk; small).
+    pub(crate) meta: SnapshotMeta,
+}
+
+/// Encodes a snapshot chunk.
+pub(crate) fn encode_snapshot_chunk(chunk: &SnapshotChunk) -> Vec<u8> {
+    SnapshotChunkPb {
+        vote: Some(vote_to_pb(&chunk.vote)),
+        transfer_id: chunk.transfer_id,
+        offset: chunk.offset,
+        total_bytes: chunk.total_bytes,
+        data: chunk.data.clone(),
+        meta: Some(SnapshotMetaPb {
+            last_log_id: chunk.meta.last_log_id.as_ref().map(log_id_to_pb),
+            last_membership: Some(stored_membership_to_pb(&chunk.meta.last_membership)),
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a snapshot chunk; refuses a chunk reaching past `total_bytes`.
+pub(crate) fn decode_snapshot_chunk(bytes: bytes::Bytes) -> Result<SnapshotChunk, DecodeError> {
+    let what = "snapshot chunk";
+    let pb = SnapshotChunkPb::decode(bytes).map_err(|e| err(format!("{what}: {e}")))?;
+    let meta = pb.meta.ok_or_else(|| err(format!("{what}: no metadata")))?;
+    let membership = meta
+        .last_membership
+        .ok_or_else(|| err(format!("{what}: no membership")))?;
+    let end = pb.offset.checked_add(pb.data.len() as u64);
+    if end.is_none_or(|end| end > pb.total_bytes) {
+        return Err(err(format!(
+            "{what}: {} bytes at offset {} exceed the snapshot's {} bytes",
+            pb.data.len(),
+            pb.offset,
+            pb.total_bytes
+        )));
+    }
+    Ok(SnapshotChunk {
+        vote: required_vote(what, pb.vote.as_ref())?,
+        transfer_id: pb.transfer_id,
+        offset: pb.offset,
+        total_bytes: pb.total_bytes,
+        data: pb.data,
+        meta: SnapshotMeta {
+            last_log_id: meta.last_log_id.as_ref().map(log_id_from_pb),
+            last_membership: stored_membership_from_pb(membership)?,
+        },
+    })
+}
+
+/// Encodes a snapshot chunk's acknowledgement: the bytes received so far,
+/// and after the last chunk the receiver's vote (openraft's
+/// `SnapshotResponse`).
+pub(crate) fn encode_snapshot_ack(received_bytes: u64, vote: Option<&Vote>) -> Vec<u8> {
+    SnapshotAckPb {
+        received_bytes,
+        vote: vote.map(vote_to_pb),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a snapshot chunk's acknowledgement.
+pub(crate) fn decode_snapshot_ack(bytes: &[u8]) -> Result<(u64, Option<Vote>), DecodeError> {
+    let pb = SnapshotAckPb::decode(bytes).map_err(|e| err(format!("snapshot ack: {e}")))?;
+    Ok((pb.received_bytes, pb.vote.as_ref().map(vote_from_pb)))
 }
 
 #[cfg(test)]
@@ -394,5 +746,165 @@ mod tests {
             nodes: vec![],
         };
         assert!(membership_from_pb(bad).is_err());
+    }
+
+    fn sample_entries() -> Vec<Entry> {
+        let shard = ShardId::new(3);
+        let entity = EntityKey::new(shard, "Counter", "c-1").expect("key");
+        (1..=5)
+            .map(|i| {
+                let mut batch = WriteBatch::new(shard, Epoch::new(2));
+                batch.put_state(&entity, vec![i as u8; 100]);
+                Entry {
+                    log_id: log_id(2, 1, i),
+                    payload: EntryPayload::Normal(Command::Batch(batch)),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rpcs_round_trip() {
+        let append = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(log_id(1, 1, 0)),
+            entries: sample_entries(),
+            leader_commit: Some(log_id(2, 1, 3)),
+        };
+        let (bytes, included) = encode_append_request(&append, usize::MAX);
+        assert_eq!(included, 5);
+        let decoded = decode_append_request(&bytes).expect("decodes");
+        assert_eq!(decoded.vote, append.vote);
+        assert_eq!(decoded.prev_log_id, append.prev_log_id);
+        assert_eq!(decoded.entries, append.entries);
+        assert_eq!(decoded.leader_commit, append.leader_commit);
+
+        for response in [
+            AppendEntriesResponse::Success,
+            AppendEntriesResponse::PartialSuccess(None),
+            AppendEntriesResponse::PartialSuccess(Some(log_id(2, 1, 4))),
+            AppendEntriesResponse::Conflict,
+            AppendEntriesResponse::HigherVote(Vote::new(5, 2)),
+        ] {
+            let bytes = encode_append_response(&response);
+            assert_eq!(decode_append_response(&bytes).expect("decodes"), response);
+        }
+
+        let mut vote = VoteRequest::<TypeConfig>::new(Vote::new(3, 2), Some(log_id(2, 1, 7)));
+        vote.leadership_transfer = true;
+        assert_eq!(
+            decode_vote_request(&encode_vote_request(&vote)).expect("decodes"),
+            vote
+        );
+        let answer = VoteResponse::<TypeConfig>::new(Vote::new(3, 2), Some(log_id(2, 1, 7)), true);
+        assert_eq!(
+            decode_vote_response(&encode_vote_response(&answer)).expect("decodes"),
+            answer
+        );
+
+        let membership = StoredMembership::new(
+            Some(log_id(1, 1, 0)),
+            Membership::new(
+                vec![BTreeSet::from([1])],
+                BTreeMap::from([(1, BasicNode::new("127.0.0.1:1"))]),
+            )
+            .expect("membership"),
+        );
+        let chunk = SnapshotChunk {
+            vote: Vote::new_committed(2, 1),
+            transfer_id: 9,
+            offset: 4,
+            total_bytes: 10,
+            data: bytes::Bytes::from_static(b"abcdef"),
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id(2, 1, 7)),
+                last_membership: membership,
+            },
+        };
+        let decoded = decode_snapshot_chunk(encode_snapshot_chunk(&chunk).into()).expect("decodes");
+        assert_eq!(decoded, chunk);
+        let vote = Vote::new_committed(2, 1);
+        assert_eq!(
+            decode_snapshot_ack(&encode_snapshot_ack(10, Some(&vote))).expect("decodes"),
+            (10, Some(vote))
+        );
+    }
+
+    #[test]
+    fn append_requests_are_cut_to_the_size_limit() {
+        let append = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(log_id(1, 1, 0)),
+            entries: sample_entries(),
+            leader_commit: None,
+        };
+        let (all, _) = encode_append_request(&append, usize::MAX);
+        for limit in [0, 20, 200, 400, all.len() - 1, all.len()] {
+            let (bytes, included) = encode_append_request(&append, limit);
+            if included > 0 {
+                assert!(bytes.len() <= limit, "{} > {limit}", bytes.len());
+            }
+            let decoded = decode_append_request(&bytes).expect("decodes");
+            assert_eq!(decoded.entries, append.entries[..included]);
+        }
+        assert_eq!(encode_append_request(&append, all.len()).1, 5);
+        assert_eq!(encode_append_request(&append, all.len() - 1).1, 4);
+    }
+
+    #[test]
+    fn rpc_garbage_is_an_error_not_a_panic() {
+        let inputs: [&[u8]; 7] = [
+            b"",
+            b"\xff\xff\xff\xff",
+            b"\x0a\x05\x08",
+            b"\x1a\x03\x0a\x01\xff",
+            b"\x22\x04\x12\x02\x08\x05",
+            b"\x0a\x00\x1a\x02\x0a\x01",
+            &[0x80; 32],
+        ];
+        for input in inputs {
+            // Every request needs a vote: all of these fail.
+            assert!(decode_append_request(input).is_err(), "{input:?}");
+            assert!(decode_vote_request(input).is_err(), "{input:?}");
+            let _ = decode_append_response(input);
+            let _ = decode_vote_response(input);
+            assert!(
+                decode_snapshot_chunk(bytes::Bytes::copy_from_slice(input)).is_err(),
+                "{input:?}"
+            );
+            let _ = decode_snapshot_ack(input);
+        }
+        // A response without a result or a vote is refused.
+        assert!(decode_append_response(b"").is_err());
+        assert!(decode_vote_response(b"").is_err());
+        // A chunk claiming bytes past the snapshot's end is refused.
+        let vote = Vote::new_committed(1, 1);
+        let chunk = SnapshotChunk {
+            vote,
+            transfer_id: 1,
+            offset: u64::MAX,
+            total_bytes: 3,
+            data: bytes::Bytes::from_static(b"abc"),
+            meta: SnapshotMeta::default(),
+        };
+        assert!(decode_snapshot_chunk(encode_snapshot_chunk(&chunk).into()).is_err());
+        // Random bytes never panic any decoder.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for len in 0..512 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = decode_append_request(&bytes);
+            let _ = decode_append_response(&bytes);
+            let _ = decode_vote_request(&bytes);
+            let _ = decode_vote_response(&bytes);
+            let _ = decode_snapshot_chunk(bytes::Bytes::from(bytes.clone()));
+            let _ = decode_snapshot_ack(&bytes);
+        }
     }
 }

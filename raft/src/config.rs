@@ -7,11 +7,16 @@
 //! caught up; with `SnapshotPolicy::Never` the log is never purged and every
 //! node catches up by log replay. The price is a log that grows without
 //! bound until snapshots carry data.
+//!
+//! Pre-vote is on: a node that was partitioned or restarted first asks
+//! whether it could win before raising its term, so rejoining does not
+//! depose a healthy leader (the network carries `PRE_VOTE` RPCs).
 
 use openraft::{Config, ConfigError, SnapshotPolicy};
 
-/// openraft's defaults for timeouts and batching, with `cluster_name` and
-/// `SnapshotPolicy::Never` (see the module docs), validated.
+/// openraft's defaults for timeouts and batching, with `cluster_name`,
+/// `SnapshotPolicy::Never` and pre-vote on (see the module docs),
+/// validated.
 ///
 /// Callers may change timeouts and limits; they must not set a snapshot
 /// policy that purges the log.
@@ -19,6 +24,7 @@ pub fn config(cluster_name: impl Into<String>) -> Result<Config, ConfigError> {
     Config {
         cluster_name: cluster_name.into(),
         snapshot_policy: SnapshotPolicy::Never,
+        enable_pre_vote: Some(true),
         ..Config::default()
     }
     .validate()
@@ -33,6 +39,7 @@ mod tests {
         let config = config("shoal")?;
         assert_eq!(config.cluster_name, "shoal");
         assert!(matches!(config.snapshot_policy, SnapshotPolicy::Never));
+        assert_eq!(config.enable_pre_vote, Some(true));
         Ok(())
     }
 }

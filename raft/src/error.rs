@@ -94,6 +94,28 @@ pub enum Error {
     /// the state machine stops.
     #[error("applying a replicated batch failed: {0}")]
     Storage(#[source] shoal_storage::Error),
+    /// A configuration value is invalid (for example a zero limit in
+    /// `NetworkConfig`, or a transport endpoint without a node identity).
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    /// A node was asked to bootstrap from a peer list that does not
+    /// contain it.
+    #[error("node {node} is not in the initial peer list {peers:?}")]
+    NotAPeer {
+        /// This node.
+        node: u64,
+        /// The listed ids.
+        peers: Vec<u64>,
+    },
+    /// The local openraft node failed or has stopped.
+    #[error("raft failed while {context}: {source}")]
+    Raft {
+        /// What was being done.
+        context: &'static str,
+        /// openraft's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A snapshot cannot be installed: it would need entity data that the
     /// storage API cannot transfer yet (see the state machine's docs).
     #[error("cannot install snapshot: {reason}")]
@@ -110,10 +132,14 @@ impl Error {
     /// Whether the error is fatal: the file or the storage backend can no
     /// longer be trusted, and the Raft node should stop.
     ///
-    /// Only [`Error::Locked`] (another process holds the file; opening may
-    /// be retried later) is not.
+    /// [`Error::Locked`] (another process holds the file; opening may be
+    /// retried later), [`Error::Config`] and [`Error::NotAPeer`] (fix the
+    /// input) are not.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, Error::Locked { .. })
+        !matches!(
+            self,
+            Error::Locked { .. } | Error::Config(_) | Error::NotAPeer { .. }
+        )
     }
 
     /// Wraps the error into the `std::io::Error` openraft's storage traits
@@ -127,7 +153,8 @@ impl Error {
             }
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
             Error::LogHole { .. } => io::ErrorKind::InvalidInput,
-            Error::Engine { .. } | Error::Storage(_) => io::ErrorKind::Other,
+            Error::Config(_) | Error::NotAPeer { .. } => io::ErrorKind::InvalidInput,
+            Error::Engine { .. } | Error::Storage(_) | Error::Raft { .. } => io::ErrorKind::Other,
         };
         io::Error::new(kind, self)
     }

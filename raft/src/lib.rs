@@ -13,7 +13,14 @@
 //!   membership and the current snapshot in a small redb file (the
 //!   *applied-state file*);
 //! - [`config()`]: the openraft `Config` to run with (no log-purging
-//!   snapshot policy, see its docs);
+//!   snapshot policy, pre-vote on; see its docs);
+//! - [`Network`] / [`NetworkClient`] (openraft's network factory and
+//!   per-target client) and [`RaftService`] (the server-side handlers):
+//!   the Raft RPCs over `shoal-transport` (QUIC + mutual TLS), route kinds
+//!   in [`network::kind`];
+//! - [`bootstrap()`]: the deterministic bootstrap rule — the lowest id of
+//!   the initial peer list, and only it, initialises the cluster;
+//! - [`Raft`]: the openraft handle type these pieces make up;
 //! - [`enum@Error`]: this layer's errors.
 //!
 //! Both pass `openraft::testing::log::Suite` (see `tests/raft/`).
@@ -25,12 +32,20 @@
 //! - `file`: opening a redb file with the magic / format-version check;
 //! - `log_store`, `state_machine`: the two openraft storage traits;
 //! - `config`: the openraft configuration;
+//! - `network`: the Raft network over the transport, client and server;
+//! - `bootstrap`: the bootstrap rule;
 //! - `error`: [`enum@Error`].
 //!
+//! # Starting a node
+//! Create a [`RaftService`], register it on the transport `Router`, bind
+//! the `Endpoint` with that router, build a [`Network`] on the endpoint,
+//! open the [`LogStore`] and [`StateMachine`], start `Raft::new`, hand the
+//! handle to [`RaftService::serve`], then run [`bootstrap()`] with the
+//! initial peer list (`tests/raft/cluster.rs` does exactly this).
+//!
 //! # Not here (yet)
-//! The Raft network over `shoal-transport`, cluster bootstrap and
-//! membership changes, cluster-metadata commands, and snapshots that carry
-//! entity data (the storage layer has no export/import; see
+//! Membership changes (joining as a learner, promotion, leave),
+//! cluster-metadata commands, and snapshots that carry entity data (the storage layer has no export/import; see
 //! [`StateMachine`]'s docs for what a snapshot holds meanwhile). This crate
 //! knows nothing of entity handlers and never opens the storage layer's
 //! data tables: it only calls the `Storage` trait.
@@ -49,19 +64,27 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bootstrap;
 mod codec;
 mod config;
 mod error;
 mod file;
 mod log_store;
+pub mod network;
 mod state_machine;
 mod types;
 
+pub use bootstrap::{Bootstrap, bootstrap};
 pub use config::config;
 pub use error::{Error, Result};
 pub use log_store::{LogReader, LogStore};
+pub use network::{Network, NetworkClient, NetworkConfig, RaftService};
 pub use state_machine::{Snapshot, SnapshotBuilder, StateMachine};
 pub use types::{
     Applied, Command, Entry, LogId, NodeId, Rejected, Response, SnapshotMeta, StoredMembership,
     TypeConfig, Vote,
 };
+
+/// The openraft node handle this crate's pieces make up: [`TypeConfig`]
+/// with the [`StateMachine`]. Cheap to clone.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;

@@ -1,12 +1,20 @@
 //! Integration tests of `shoal-raft`: openraft's storage suite against the
 //! redb log store and the state machine, then reopen, bad-file and apply
-//! behaviour. One test binary; a file per topic.
+//! behaviour, the Raft network over QUIC, bootstrap, and three-node
+//! clusters (`cluster`: the in-process harness). One test binary; a file
+//! per topic.
 
 mod t01_suite;
 mod t02_log_store;
 mod t03_state_machine;
 mod t04_single_node;
 mod t05_crash;
+mod t06_network;
+mod t07_bootstrap;
+mod t08_cluster;
+mod t09_partition;
+
+mod cluster;
 
 use std::sync::Arc;
 

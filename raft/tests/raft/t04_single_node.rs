@@ -73,7 +73,9 @@ impl RaftNetworkV2<TypeConfig> for NoPeersClient {
 /// Opens a file, retrying while it is still locked: openraft's shutdown
 /// does not wait for a storage write already handed to a blocking thread,
 /// and the file is released when that write finishes (milliseconds).
-async fn open_retrying<T>(mut open: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+pub(crate) async fn open_retrying<T>(
+    mut open: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let mut attempts = 0;
     loop {
         match open() {
