@@ -143,11 +143,18 @@ impl Cluster {
     }
 
     /// Binds the endpoint (on the node's previous port, if any), opens the
-    /// files and starts the Raft node `id`.
+    /// files (in a new temp dir for a new id) and starts the Raft node
+    /// `id`, without bootstrapping it.
     pub async fn launch(&mut self, id: u64) -> anyhow::Result<()> {
         let identity = self.ca.issue_node(NodeId::new(id), Validity::days(1))?;
         let service = RaftService::new(NetworkConfig::default())?;
-        let want = self.addrs[&id];
+        if !self.dirs.contains_key(&id) {
+            self.dirs.insert(id, tempfile::tempdir()?);
+        }
+        let want = *self
+            .addrs
+            .entry(id)
+            .or_insert(SocketAddr::from(([127, 0, 0, 1], 0)));
         let deadline = Instant::now() + WAIT;
         let endpoint = loop {
             let bound = Endpoint::builder(identity.clone())

@@ -13,6 +13,7 @@ mod t06_network;
 mod t07_bootstrap;
 mod t08_cluster;
 mod t09_partition;
+mod t10_snapshot;
 
 mod cluster;
 
