@@ -148,8 +148,8 @@ impl Cluster {
     pub async fn launch(&mut self, id: u64) -> anyhow::Result<()> {
         let identity = self.ca.issue_node(NodeId::new(id), Validity::days(1))?;
         let service = RaftService::new(NetworkConfig::default())?;
-        if !self.dirs.contains_key(&id) {
-            self.dirs.insert(id, tempfile::tempdir()?);
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.dirs.entry(id) {
+            slot.insert(tempfile::tempdir()?);
         }
         let want = *self
             .addrs
