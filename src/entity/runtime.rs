@@ -615,8 +615,14 @@ impl<E: Entity> EntityActor<E> {
             .call(&self.ty.entity, &self.key, state, &invoke.params);
         let outcome = match AssertUnwindSafe(run).catch_unwind().await {
             Ok(Ok(outcome)) => outcome,
-            // Parameters did not decode: the handler never ran.
-            Ok(Err(e)) => return Err(e),
+            // Undecodable parameters (the handler never ran) or an
+            // unencodable reply (it ran): either way nothing may stick.
+            Ok(Err(e)) => {
+                if is_activity {
+                    self.restore();
+                }
+                return Err(e);
+            }
             Err(panic) => {
                 if is_activity {
                     self.restore();

@@ -379,3 +379,64 @@ async fn an_unreadable_state_is_refused_not_overwritten() {
     let _ = Count::default();
     node.shutdown().await.unwrap();
 }
+
+/// A reply type whose serialization fails.
+#[derive(Debug, Deserialize)]
+struct Unencodable;
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this reply cannot be encoded"))
+    }
+}
+
+struct Fragile;
+#[derive(Default, Serialize, Deserialize)]
+struct FragileState {
+    value: i64,
+}
+impl Entity for Fragile {
+    const NAME: &'static str = "Fragile";
+    type State = FragileState;
+    fn handlers(h: &mut Handlers<Self>) {
+        h.activity(BumpBadReply).rpc(ReadFragile);
+    }
+}
+struct BumpBadReply;
+impl Activity<Fragile> for BumpBadReply {
+    const NAME: &'static str = "bump";
+    const VISIBILITY: Visibility = Visibility::Public;
+    type Params = ();
+    type Output = Unencodable;
+    type Error = String;
+    async fn run(
+        &self,
+        ctx: &mut ActivityContext<'_, Fragile>,
+        (): (),
+    ) -> Result<Unencodable, String> {
+        ctx.state_mut().value += 1;
+        Ok(Unencodable)
+    }
+}
+struct ReadFragile;
+impl Rpc<Fragile> for ReadFragile {
+    const NAME: &'static str = "read";
+    type Params = ();
+    type Output = i64;
+    async fn run(&self, ctx: &RpcContext<'_, Fragile>, (): ()) -> i64 {
+        ctx.state().value
+    }
+}
+
+#[tokio::test]
+async fn an_activity_whose_reply_cannot_be_encoded_changes_nothing() {
+    let node = Node::builder().register(Fragile).start().await.unwrap();
+    let f = node.client::<Fragile>("f");
+    let err = f.call(BumpBadReply, ()).await.unwrap_err();
+    assert!(matches!(err, EntityError::Encode { .. }), "{err}");
+    assert_eq!(
+        f.call(ReadFragile, ()).await.unwrap(),
+        0,
+        "the change was not kept"
+    );
+    node.shutdown().await.unwrap();
+}
