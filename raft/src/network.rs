@@ -321,7 +321,7 @@ impl RaftNetworkV2<TypeConfig> for NetworkClient {
             .map_err(|e| RPCError::Unreachable(self.bad_reply(&e)))?;
         if included < rpc.entries.len()
             && response == AppendEntriesResponse::Success
-            && let Some(last) = rpc.entries.get(included.wrapping_sub(1))
+            && let Some(last) = included.checked_sub(1).and_then(|i| rpc.entries.get(i))
         {
             // Only a prefix was sent: report how far it got.
             return Ok(AppendEntriesResponse::PartialSuccess(Some(last.log_id)));
