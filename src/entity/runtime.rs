@@ -419,11 +419,25 @@ impl<E: Entity> EntityType<E> {
             StoredMessage::new(request, key.clone(), registered.name, params.clone(), now());
         let record = batch.enqueue(pending);
         let outcome = self.runtime.writes.commit(batch).await?;
-        if outcome.skip_reason(record) == Some(SkipReason::MessageReplied)
-            && let Some(reply) = storage.read_reply(key.shard(), request).await?
-        {
+        match outcome.skip_reason(record) {
             // Finished by another run in the meantime.
-            return Ok(reply);
+            Some(SkipReason::MessageReplied) => {
+                if let Some(reply) = storage.read_reply(key.shard(), request).await? {
+                    return Ok(reply);
+                }
+            }
+            // Dead-lettered earlier: it runs again only when replayed.
+            Some(SkipReason::MessageDeadLettered) => {
+                let letter = self
+                    .runtime
+                    .deliverer
+                    .dead_letter(key.shard(), request)
+                    .await?;
+                return Err(EntityError::DeadLettered {
+                    reason: letter.map_or_else(|| "dead-lettered".to_owned(), |l| l.reason),
+                });
+            }
+            _ => {}
         }
         let Some(workflow) = registered.workflow() else {
             return Err(EntityError::UnknownHandler {

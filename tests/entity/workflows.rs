@@ -22,6 +22,8 @@ pub struct Wallet {
     applied: Arc<AtomicUsize>,
     /// `TwoStep` waits on this between its steps.
     gate: Arc<Semaphore>,
+    /// `Explode` panics while this is set.
+    explode: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Wallet {
@@ -29,6 +31,7 @@ impl Wallet {
         Wallet {
             applied: Arc::new(AtomicUsize::new(0)),
             gate: Arc::new(Semaphore::new(gate_permits)),
+            explode: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 }
@@ -49,7 +52,8 @@ impl Entity for Wallet {
             .workflow(TwoStep)
             .workflow(Nap)
             .workflow(Approval)
-            .workflow(SlowMove);
+            .workflow(SlowMove)
+            .workflow(Explode);
     }
 }
 
@@ -137,6 +141,24 @@ impl Workflow<Wallet> for SlowMove {
             .await
             .map_err(|e| e.to_string())??;
         Ok(debit)
+    }
+}
+
+/// Logs a step, then panics while the wallet's `explode` flag is set.
+struct Explode;
+impl Workflow<Wallet> for Explode {
+    const NAME: &'static str = "explode";
+    type Params = String;
+    type Output = String;
+    type Error = String;
+    async fn run(&self, ctx: &mut WorkflowContext<Wallet>, tag: String) -> Result<String, String> {
+        ctx.activity(Apply, (format!("{tag}-before"), 1))
+            .await
+            .map_err(|e| e.to_string())??;
+        if ctx.entity().explode.load(Ordering::SeqCst) {
+            panic!("exploded at {tag}");
+        }
+        Ok(tag)
     }
 }
 
@@ -665,5 +687,56 @@ async fn workflows_finish_exactly_once_across_kill_9() {
         WALLETS as i64 * SEED_CENTS,
         "money appeared or vanished"
     );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_workflow_is_dead_lettered_and_runs_again_only_when_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let wallet = Wallet::new(0);
+    wallet.explode.store(true, Ordering::SeqCst);
+    let node = start(dir.path(), wallet.clone()).await;
+    let w = node.client::<Wallet>("boom");
+    let err = within("first run", w.call(Explode, "e1".to_owned()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EntityError::HandlerPanicked { .. }), "{err}");
+    tracing::info!("--- the same call again: the dead letter, not another run");
+    let again = within("second call", w.call(Explode, "e1".to_owned()))
+        .await
+        .unwrap_err();
+    match &again {
+        EntityError::DeadLettered { reason } => {
+            assert!(reason.contains("exploded at e1"), "{reason}")
+        }
+        other => panic!("expected DeadLettered, got {other}"),
+    }
+    assert_eq!(
+        wallet.applied.load(Ordering::SeqCst),
+        1,
+        "the body ran once"
+    );
+    let letters = node.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+
+    tracing::info!("--- fixed and replayed: it resumes from its journal and finishes");
+    wallet.explode.store(false, Ordering::SeqCst);
+    node.replay_dead_letter(&letters[0]).await.unwrap();
+    within("replayed", async {
+        loop {
+            if let Ok(result) = w.call(Explode, "e1".to_owned()).await {
+                assert_eq!(result, Ok("e1".to_owned()));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        log(&node, "boom").await.1,
+        vec!["e1-before".to_owned()],
+        "the journaled step did not run again"
+    );
+    assert!(node.dead_letters(10).await.unwrap().is_empty());
     node.shutdown().await.unwrap();
 }
