@@ -76,18 +76,72 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
+    /// A TOML file with any of `id`, `listen`, `data`, `cluster`; flags
+    /// given on the command line take precedence.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// This node's id (never reuse one for another node).
     #[arg(long)]
-    id: u64,
-    /// The UDP address to serve QUIC on.
-    #[arg(long, default_value = "127.0.0.1:7001")]
-    listen: SocketAddr,
+    id: Option<u64>,
+    /// The UDP address to serve QUIC on [default: 127.0.0.1:7001].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// The data directory (created if missing).
     #[arg(long)]
+    data: Option<PathBuf>,
+    /// The cluster's name; development mode creates its CA under it
+    /// [default: dev].
+    #[arg(long)]
+    cluster: Option<String>,
+}
+
+/// The settings of `shoal run`, from flags over a config file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunConfig {
+    id: Option<u64>,
+    listen: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    cluster: Option<String>,
+}
+
+/// Validated `shoal run` settings.
+struct RunSettings {
+    id: u64,
+    listen: SocketAddr,
     data: PathBuf,
-    /// The cluster's name (development mode creates its CA under it).
-    #[arg(long, default_value = "dev")]
     cluster: String,
+}
+
+impl RunArgs {
+    fn settings(self) -> anyhow::Result<RunSettings> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<RunConfig>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => RunConfig::default(),
+        };
+        Ok(RunSettings {
+            id: self
+                .id
+                .or(file.id)
+                .context("a node id is required: --id N or `id = N` in the config")?,
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001))),
+            data: self.data.or(file.data).context(
+                "a data directory is required: --data DIR or `data = \"DIR\"` in the config",
+            )?,
+            cluster: self
+                .cluster
+                .or(file.cluster)
+                .unwrap_or_else(|| "dev".to_owned()),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -268,6 +322,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let args = args.settings()?;
     let identity =
         dev_bootstrap(&args.data, &args.cluster, NodeId::new(args.id)).with_context(|| {
             format!(

@@ -203,3 +203,65 @@ fn certificates_from_ca_init_and_cert_issue_work_and_another_ca_is_refused() {
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(node.wait(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn run_takes_a_toml_config_file_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-config");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "id = 3\nlisten = \"127.0.0.1:0\"\ndata = {:?}\ncluster = \"dev\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(SHOAL)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the node starts");
+    assert!(
+        line.starts_with("shoal node 3 listening on 127.0.0.1:"),
+        "{line}"
+    );
+    let node = NodeProcess {
+        child,
+        addr: line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned(),
+    };
+    assert_eq!(node.cli(&data, &["counter", "add", "c", "2"]), "2");
+    let pid = node.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(node.wait(Duration::from_secs(30)).success());
+
+    // An unknown key is refused with a message naming the file.
+    std::fs::write(&config, "id = 3\nport = 7\n").unwrap();
+    let output = Command::new(SHOAL)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("node.toml"), "{stderr}");
+}
