@@ -313,6 +313,15 @@ impl RaftNetworkV2<TypeConfig> for NetworkClient {
             warn!(target = self.target, %error, "cannot replicate");
             return Err(RPCError::Unreachable(Unreachable::from_string(error)));
         }
+        if included < rpc.entries.len() {
+            debug!(
+                target = self.target,
+                included,
+                entries = rpc.entries.len(),
+                bytes_max,
+                "append cut to the message limit"
+            );
+        }
         let reply = self
             .call(kind::APPEND_ENTRIES, payload, &option)
             .await

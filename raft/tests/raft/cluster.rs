@@ -28,6 +28,9 @@ use crate::t04_single_node::open_retrying;
 /// The shard every test item lives in.
 pub const SHARD: ShardId = ShardId::new(5);
 
+/// The transport's default message limit.
+pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// A bound on every wait for the cluster to reach a state.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -41,8 +44,9 @@ pub fn raft_config() -> anyhow::Result<Arc<openraft::Config>> {
     Ok(Arc::new(config.validate()?))
 }
 
-fn transport_config() -> anyhow::Result<shoal_transport::Config> {
+fn transport_config(message_bytes_max: usize) -> anyhow::Result<shoal_transport::Config> {
     Ok(shoal_transport::Config::builder()
+        .message_bytes_max(message_bytes_max)
         .connect_timeout(Duration::from_millis(500))
         .idle_timeout(Duration::from_secs(3))
         .keep_alive_interval(Duration::from_millis(500))
@@ -79,6 +83,8 @@ pub struct Node {
 /// The cluster.
 pub struct Cluster {
     ca: Ca,
+    /// The transport message limit of every node.
+    message_bytes_max: usize,
     pub faults: NetFaults,
     config: Arc<openraft::Config>,
     dirs: BTreeMap<u64, TempDir>,
@@ -89,7 +95,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts nodes `ids` and applies the bootstrap rule on each.
     pub async fn start(ids: &[u64]) -> anyhow::Result<Cluster> {
-        let cluster = Cluster::launch_all(ids).await?;
+        Cluster::start_with(ids, MESSAGE_BYTES_MAX).await
+    }
+
+    /// [`start`](Self::start) with a transport message limit.
+    pub async fn start_with(ids: &[u64], message_bytes_max: usize) -> anyhow::Result<Cluster> {
+        let cluster = Cluster::launch_all_with(ids, message_bytes_max).await?;
         let peers = cluster.peers();
         for &id in ids {
             let outcome = shoal_raft::bootstrap(&cluster.node(id)?.raft, id, &peers).await?;
@@ -100,10 +111,15 @@ impl Cluster {
 
     /// Starts nodes `ids` without bootstrapping them.
     pub async fn launch_all(ids: &[u64]) -> anyhow::Result<Cluster> {
+        Cluster::launch_all_with(ids, MESSAGE_BYTES_MAX).await
+    }
+
+    async fn launch_all_with(ids: &[u64], message_bytes_max: usize) -> anyhow::Result<Cluster> {
         let seed = 0x5eed_u64 + ids.len() as u64;
         tracing::info!(seed, "net faults seed");
         let mut cluster = Cluster {
             ca: Ca::generate("raft-test")?,
+            message_bytes_max,
             faults: NetFaults::new(seed),
             config: raft_config()?,
             dirs: BTreeMap::new(),
@@ -158,7 +174,7 @@ impl Cluster {
         let deadline = Instant::now() + WAIT;
         let endpoint = loop {
             let bound = Endpoint::builder(identity.clone())
-                .config(transport_config()?)
+                .config(transport_config(self.message_bytes_max)?)
                 .router(service.register(Router::new()))
                 .faults(self.faults.clone())
                 .bind(want);
@@ -267,29 +283,34 @@ impl Cluster {
     /// `excluded`), retrying on leader changes; returns the log index it
     /// was committed at once acknowledged.
     pub async fn write(&self, k: u64, excluded: &[u64]) -> anyhow::Result<u64> {
+        self.write_batch(item_batch(k)?, excluded).await
+    }
+
+    /// Writes `batch` (which must be idempotent) like [`write`](Self::write).
+    pub async fn write_batch(&self, batch: WriteBatch, excluded: &[u64]) -> anyhow::Result<u64> {
         let deadline = Instant::now() + WAIT;
         loop {
             let leader = self.leader(excluded).await?;
             let raft = &self.node(leader)?.raft;
             let attempt = tokio::time::timeout(
                 Duration::from_secs(3),
-                raft.client_write(Command::Batch(item_batch(k)?)),
+                raft.client_write(Command::Batch(batch.clone())),
             )
             .await;
             match attempt {
                 Ok(Ok(written)) => {
                     anyhow::ensure!(
                         matches!(&written.data, Response::Applied(a) if a.applied_all()),
-                        "item {k}: {:?}",
+                        "{batch:?}: {:?}",
                         written.data
                     );
                     return Ok(written.log_id.index);
                 }
-                Ok(Err(error)) => tracing::info!(k, leader, %error, "write failed; retrying"),
-                Err(_) => tracing::info!(k, leader, "write timed out; retrying"),
+                Ok(Err(error)) => tracing::info!(leader, %error, "write failed; retrying"),
+                Err(_) => tracing::info!(leader, "write timed out; retrying"),
             }
             if Instant::now() > deadline {
-                bail!("item {k} not acknowledged within {WAIT:?}");
+                bail!("batch not acknowledged within {WAIT:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

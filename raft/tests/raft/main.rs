@@ -14,6 +14,7 @@ mod t07_bootstrap;
 mod t08_cluster;
 mod t09_partition;
 mod t10_snapshot;
+mod t11_large_appends;
 
 mod cluster;
 
