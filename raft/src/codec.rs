@@ -495,6 +495,31 @@ pub(crate) fn encode_append_request(
     (pb.encode_to_vec(), included)
 }
 
+/// The largest encoding of an AppendEntries request carrying `command` as
+/// its only entry (every id and term at its widest varint).
+pub(crate) fn append_request_bytes_max(command: &Command) -> usize {
+    let widest = log_id_from_pb(&LogIdPb {
+        term: u64::MAX,
+        node_id: u64::MAX,
+        index: u64::MAX,
+    });
+    let vote = VotePb {
+        term: u64::MAX,
+        node_id: u64::MAX,
+        committed: true,
+    };
+    AppendEntriesRequestPb {
+        vote: Some(vote),
+        prev_log_id: Some(log_id_to_pb(&widest)),
+        entries: vec![EntryPb {
+            log_id: Some(log_id_to_pb(&widest)),
+            payload: Some(PayloadPb::Normal(command_to_pb(command))),
+        }],
+        leader_commit: Some(log_id_to_pb(&widest)),
+    }
+    .encoded_len()
+}
+
 /// Decodes an AppendEntries request.
 pub(crate) fn decode_append_request(
     bytes: &[u8],
@@ -849,6 +874,28 @@ mod tests {
         }
         assert_eq!(encode_append_request(&append, all.len()).1, 5);
         assert_eq!(encode_append_request(&append, all.len() - 1).1, 4);
+    }
+
+    #[test]
+    fn the_size_bound_covers_any_single_entry_append() {
+        for entry in sample_entries() {
+            let EntryPayload::Normal(command) = &entry.payload else {
+                continue;
+            };
+            let bound = append_request_bytes_max(command);
+            let append = AppendEntriesRequest::<TypeConfig> {
+                vote: Vote::new_committed(u64::MAX, u64::MAX),
+                prev_log_id: Some(log_id(u64::MAX, u64::MAX, u64::MAX - 1)),
+                entries: vec![Entry {
+                    log_id: log_id(u64::MAX, u64::MAX, u64::MAX),
+                    payload: entry.payload.clone(),
+                }],
+                leader_commit: Some(log_id(u64::MAX, u64::MAX, u64::MAX)),
+            };
+            let (bytes, included) = encode_append_request(&append, bound);
+            assert_eq!(included, 1);
+            assert!(bytes.len() <= bound);
+        }
     }
 
     #[test]

@@ -98,6 +98,15 @@ pub enum Error {
     /// `NetworkConfig`, or a transport endpoint without a node identity).
     #[error("invalid raft configuration: {0}")]
     Config(String),
+    /// A command is too large to replicate: one AppendEntries carrying it
+    /// would exceed the transport's message limit. Nothing was proposed.
+    #[error("command needs {bytes} bytes on the wire, over the message limit of {max} bytes")]
+    CommandTooLarge {
+        /// Encoded size of an AppendEntries carrying only this command.
+        bytes: usize,
+        /// The transport's `message_bytes_max`.
+        max: usize,
+    },
     /// A node was asked to bootstrap from a peer list that does not
     /// contain it.
     #[error("node {node} is not in the initial peer list {peers:?}")]
@@ -133,12 +142,15 @@ impl Error {
     /// longer be trusted, and the Raft node should stop.
     ///
     /// [`Error::Locked`] (another process holds the file; opening may be
-    /// retried later), [`Error::Config`] and [`Error::NotAPeer`] (fix the
-    /// input) are not.
+    /// retried later), [`Error::Config`], [`Error::NotAPeer`] and
+    /// [`Error::CommandTooLarge`] (fix the input) are not.
     pub fn is_fatal(&self) -> bool {
         !matches!(
             self,
-            Error::Locked { .. } | Error::Config(_) | Error::NotAPeer { .. }
+            Error::Locked { .. }
+                | Error::Config(_)
+                | Error::NotAPeer { .. }
+                | Error::CommandTooLarge { .. }
         )
     }
 
@@ -153,7 +165,9 @@ impl Error {
             }
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
             Error::LogHole { .. } => io::ErrorKind::InvalidInput,
-            Error::Config(_) | Error::NotAPeer { .. } => io::ErrorKind::InvalidInput,
+            Error::Config(_) | Error::NotAPeer { .. } | Error::CommandTooLarge { .. } => {
+                io::ErrorKind::InvalidInput
+            }
             Error::Engine { .. } | Error::Storage(_) | Error::Raft { .. } => io::ErrorKind::Other,
         };
         io::Error::new(kind, self)

@@ -13,7 +13,8 @@
 //!   `message_bytes_max` carries the longest prefix of its entries that
 //!   fits and reports `PartialSuccess` up to the last one sent; an entry
 //!   that does not fit alone can never be replicated (it is reported as
-//!   `Unreachable`): keep write batches well under the message limit;
+//!   `Unreachable`): proposers must check each command with
+//!   [`Network::check_command`] before proposing it;
 //! - vote and pre-vote: one request, one response each;
 //! - snapshot: the transport has server-streamed replies but no
 //!   client-streamed requests, so a snapshot travels as a sequence of
@@ -74,7 +75,7 @@ use tracing::{debug, warn};
 
 use crate::codec::{self, SnapshotChunk};
 use crate::error::{Error, Result};
-use crate::types::{NodeId, TypeConfig, Vote};
+use crate::types::{Command, NodeId, TypeConfig, Vote};
 use crate::{Raft, Snapshot};
 
 /// The transport route [`Kind`]s of the Raft RPCs. Shoal reserves kinds
@@ -159,6 +160,19 @@ impl Network {
             config,
             local: local.get(),
         })
+    }
+
+    /// Checks that `command` can be replicated: an AppendEntries carrying
+    /// it alone must fit in one transport message. Proposers call this
+    /// before `Raft::client_write`: an entry that cannot be sent would sit
+    /// in the leader's log uncommitted, and every later entry behind it.
+    pub fn check_command(&self, command: &Command) -> Result<()> {
+        let bytes = codec::append_request_bytes_max(command);
+        let max = self.endpoint.config().message_bytes_max();
+        if bytes > max {
+            return Err(Error::CommandTooLarge { bytes, max });
+        }
+        Ok(())
     }
 
     /// This node's id.

@@ -2,7 +2,8 @@
 //! and 2 KiB batches, a restarted follower's catch-up appends (many
 //! entries each) do not fit in one message; the network sends the prefix
 //! that fits and reports `PartialSuccess`, and the follower still catches
-//! up to the same data.
+//! up to the same data. A batch too large for any message is refused by
+//! `Network::check_command` before it is proposed.
 
 use shoal_storage::WriteBatch;
 
