@@ -8,14 +8,15 @@
 //! over. Then `kill -9` it mid-run (or press Ctrl-\) and run it again: the
 //! total it starts with is at least the last "bank holds" figure it printed
 //! before dying — every acknowledged deposit is there — and a transfer cut
-//! in half by the kill is finished on start-up, so no money appears or
-//! vanishes.
+//! in half by the kill resumes by itself on start-up, so no money appears
+//! or vanishes.
 //!
-//! A transfer is three idempotent steps keyed by the transfer id: the source
-//! account moves the amount into its `pending_out`, the target deposits it,
-//! the source clears the pending entry. Any step can be repeated safely, so
-//! recovery just repeats the steps of every pending transfer. (Durable
-//! workflows will do this bookkeeping for you.)
+//! A transfer is a durable workflow on the source account: it moves the
+//! amount into the account's `pending_out`, deposits it into the target (a
+//! journaled call), then clears the pending entry. Each step is journaled;
+//! after a crash the node replays the finished steps from the journal and
+//! runs the rest. Until the last step the money is counted in
+//! `pending_out`, so the bank's total is right at every moment.
 
 #![allow(clippy::print_stdout)] // An example talks to its user.
 
@@ -25,7 +26,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use shoal::Node;
-use shoal::entity::{Activity, ActivityContext, Entity, Handlers, Rpc, RpcContext, Visibility};
+use shoal::entity::{
+    Activity, ActivityContext, Entity, EntityError, Handlers, Rpc, RpcContext, Visibility,
+    Workflow, WorkflowContext,
+};
 
 const ACCOUNTS: [&str; 4] = ["alice", "bob", "carol", "dave"];
 const DEPOSIT_CENTS: i64 = 1_000;
@@ -46,6 +50,14 @@ enum BankError {
     InvalidAmount(i64),
     #[error("insufficient funds: {balance} < {wanted}")]
     InsufficientFunds { balance: i64, wanted: i64 },
+    #[error("the bank is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<EntityError> for BankError {
+    fn from(e: EntityError) -> Self {
+        BankError::Unavailable(e.to_string())
+    }
 }
 
 impl Entity for Account {
@@ -56,7 +68,8 @@ impl Entity for Account {
             .rpc(Pending)
             .activity(Deposit)
             .activity(StartTransfer)
-            .activity(FinishTransfer);
+            .activity(FinishTransfer)
+            .workflow(Transfer);
     }
 }
 
@@ -113,7 +126,6 @@ impl Activity<Account> for Deposit {
 struct StartTransfer;
 impl Activity<Account> for StartTransfer {
     const NAME: &'static str = "start_transfer";
-    const VISIBILITY: Visibility = Visibility::Public;
     type Params = (String, String, i64);
     type Output = ();
     type Error = BankError;
@@ -142,7 +154,6 @@ impl Activity<Account> for StartTransfer {
 struct FinishTransfer;
 impl Activity<Account> for FinishTransfer {
     const NAME: &'static str = "finish_transfer";
-    const VISIBILITY: Visibility = Visibility::Public;
     type Params = String;
     type Output = ();
     type Error = BankError;
@@ -156,36 +167,25 @@ impl Activity<Account> for FinishTransfer {
     }
 }
 
-/// Steps 2 and 3, repeatable: deposit into the target under the transfer's
-/// key (applied once however often this runs), then clear the entry.
-async fn complete_transfer(
-    node: &Node,
-    from: &str,
-    id: &str,
-    to: &str,
-    cents: i64,
-) -> anyhow::Result<()> {
-    node.client::<Account>(to)
-        .call_with_key(Deposit, cents, id)
-        .await??;
-    node.client::<Account>(from)
-        .call_with_key(FinishTransfer, id.to_owned(), id)
-        .await??;
-    Ok(())
-}
-
-async fn transfer(node: &Node, id: &str, from: &str, to: &str, cents: i64) -> anyhow::Result<bool> {
-    let started = node
-        .client::<Account>(from)
-        .call_with_key(StartTransfer, (id.to_owned(), to.to_owned(), cents), id)
-        .await?;
-    match started {
-        Ok(()) => {
-            complete_transfer(node, from, id, to, cents).await?;
-            Ok(true)
-        }
-        Err(BankError::InsufficientFunds { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
+/// A transfer from this account: a durable workflow. Its execution is
+/// identified by its parameters (the transfer id is among them), so asking
+/// for the same transfer twice moves the money once.
+struct Transfer;
+impl Workflow<Account> for Transfer {
+    const NAME: &'static str = "transfer";
+    type Params = (String, String, i64);
+    type Output = ();
+    type Error = BankError;
+    async fn run(
+        &self,
+        ctx: &mut WorkflowContext<Account>,
+        (id, to, cents): (String, String, i64),
+    ) -> Result<(), BankError> {
+        ctx.activity(StartTransfer, (id.clone(), to.clone(), cents))
+            .await??;
+        ctx.call::<Account, _, _>(&to, Deposit, cents).await??;
+        ctx.activity(FinishTransfer, id).await??;
+        Ok(())
     }
 }
 
@@ -236,16 +236,14 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     println!("data in {}", args.data.display());
 
-    // Finish what a previous run left half done.
-    let mut resumed = 0;
+    // Transfers a previous run left half done resume by themselves; until
+    // they finish, their money is counted in `pending_out`.
+    let mut in_flight = 0;
     for from in ACCOUNTS {
-        for (id, to, cents) in node.client::<Account>(from).call(Pending, ()).await? {
-            complete_transfer(&node, from, &id, &to, cents).await?;
-            resumed += 1;
-        }
+        in_flight += node.client::<Account>(from).call(Pending, ()).await?.len();
     }
-    if resumed > 0 {
-        println!("finished {resumed} transfer(s) interrupted by the last run");
+    if in_flight > 0 {
+        println!("{in_flight} transfer(s) interrupted by the last run are resuming");
     }
     for name in ACCOUNTS {
         let (balance, _) = node.client::<Account>(name).call(Balance, ()).await?;
@@ -279,13 +277,34 @@ async fn main() -> anyhow::Result<()> {
             let from = ACCOUNTS[random(ACCOUNTS.len())];
             let to = ACCOUNTS[random(ACCOUNTS.len())];
             let cents = 100 * (1 + random(20) as i64);
-            if from != to && transfer(&node, &format!("tx-{run}-{round}"), from, to, cents).await? {
-                transfers += 1;
+            if from != to {
+                let id = format!("tx-{run}-{round}");
+                match node
+                    .client::<Account>(from)
+                    .call(Transfer, (id, to.to_owned(), cents))
+                    .await?
+                {
+                    Ok(()) => transfers += 1,
+                    Err(BankError::InsufficientFunds { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         tokio::time::sleep(args.delay).await;
     }
 
+    // Let transfers resumed at start finish before the final count.
+    let settle = std::time::Instant::now();
+    loop {
+        let mut pending = 0;
+        for from in ACCOUNTS {
+            pending += node.client::<Account>(from).call(Pending, ()).await?.len();
+        }
+        if pending == 0 || settle.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let end = total(&node).await?;
     println!("{} deposits and {transfers} transfers done", args.rounds);
     for name in ACCOUNTS {
