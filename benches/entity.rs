@@ -8,7 +8,11 @@
 //!   callers on 64 different entities (group commit shares the fsyncs);
 //! - `rpc/warm_entity` vs `rpc/actor_request_reply`: an rpc to an active
 //!   entity against a plain actor request/reply;
-//! - `activation/cold`: the first call to an entity whose state is on disk.
+//! - `activation/cold`: the first call to an entity whose state is on disk;
+//! - `durable_execution/workflow_two_steps`: a workflow running two journaled
+//!   activities, from call to recorded result;
+//! - `durable_execution/persisted_message`: a persisted send until its
+//!   delivery's reply is stored.
 //!
 //! Run: `cargo bench --bench entity` (add `-- --quick` for a smoke run).
 
@@ -22,7 +26,10 @@ use redb::{Durability, TableDefinition};
 use serde::{Deserialize, Serialize};
 use shoal::Node;
 use shoal::actor::{self, ActorSystem};
-use shoal::entity::{Activity, ActivityContext, Entity, Handlers, Rpc, RpcContext, Visibility};
+use shoal::entity::{
+    Activity, ActivityContext, Entity, Handlers, Rpc, RpcContext, Visibility, Workflow,
+    WorkflowContext,
+};
 use tokio::runtime::Runtime;
 
 struct Counter;
@@ -36,7 +43,7 @@ impl Entity for Counter {
     const NAME: &'static str = "Counter";
     type State = Count;
     fn handlers(h: &mut Handlers<Self>) {
-        h.rpc(Get).activity(Add);
+        h.rpc(Get).activity(Add).workflow(AddTwice);
     }
 }
 
@@ -60,6 +67,19 @@ impl Activity<Counter> for Add {
     async fn run(&self, ctx: &mut ActivityContext<'_, Counter>, by: i64) -> Result<i64, ()> {
         ctx.state_mut().value += by;
         Ok(ctx.state().value)
+    }
+}
+
+/// Two journaled steps.
+struct AddTwice;
+impl Workflow<Counter> for AddTwice {
+    const NAME: &'static str = "add_twice";
+    type Params = u64;
+    type Output = i64;
+    type Error = ();
+    async fn run(&self, ctx: &mut WorkflowContext<Counter>, _run: u64) -> Result<i64, ()> {
+        ctx.activity(Add, 1).await.map_err(|_| ())??;
+        ctx.activity(Add, 1).await.map_err(|_| ())?
     }
 }
 
@@ -213,5 +233,54 @@ fn activation(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, durable, rpc, activation);
+fn durable_execution(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = rt.block_on(start(dir.path()));
+    let client = node.client::<Counter>("wf");
+    let mut group = c.benchmark_group("durable_execution");
+    let mut run = 0_u64;
+    group.bench_function("workflow_two_steps", |b| {
+        b.to_async(&rt).iter(|| {
+            run += 1;
+            // New parameters each time: a new execution, not a stored result.
+            let params = run;
+            let client = client.clone();
+            async move {
+                black_box(
+                    client
+                        .call(AddTwice, params)
+                        .await
+                        .expect("call")
+                        .expect("ok"),
+                )
+            }
+        });
+    });
+    let mut sent = 0_u64;
+    group.bench_function("persisted_message", |b| {
+        b.to_async(&rt).iter(|| {
+            sent += 1;
+            let key = format!("m-{sent}");
+            let client = client.clone();
+            async move {
+                let send = client
+                    .send_persisted_with_key(Add, 1, &key)
+                    .await
+                    .expect("send");
+                black_box(
+                    client
+                        .persisted_reply(Add, &send)
+                        .await
+                        .expect("reply")
+                        .expect("ok"),
+                )
+            }
+        });
+    });
+    group.finish();
+    rt.block_on(node.shutdown()).expect("shutdown");
+}
+
+criterion_group!(benches, durable, rpc, activation, durable_execution);
 criterion_main!(benches);
