@@ -15,7 +15,9 @@
 //! message VoterSet   { repeated uint64 voters = 1; }
 //! message Node       { uint64 id = 1; string addr = 2; }
 //! message StoredMembership { LogId log_id = 1; Membership membership = 2; }
-//! message SnapshotData     { uint32 format_version = 1; LogId last_data_log_id = 2; }
+//! // The state machine's applied marker (storage `node_meta` "raft.applied"):
+//! message AppliedMarker    { LogId last_applied = 1; LogId last_data = 2; StoredMembership membership = 3; }
+//! // The header of a snapshot file (`raft-snapshot.bin`) is a SnapshotMeta (below).
 //!
 //! // Raft RPCs (see `network`):
 //! message AppendEntriesRequest  { Vote vote = 1; LogId prev_log_id = 2; repeated Entry entries = 3;
@@ -149,11 +151,13 @@ struct StoredMembershipPb {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct SnapshotDataPb {
-    #[prost(uint32, tag = "1")]
-    format_version: u32,
+struct AppliedMarkerPb {
+    #[prost(message, optional, tag = "1")]
+    last_applied: Option<LogIdPb>,
     #[prost(message, optional, tag = "2")]
-    last_data_log_id: Option<LogIdPb>,
+    last_data: Option<LogIdPb>,
+    #[prost(message, optional, tag = "3")]
+    membership: Option<StoredMembershipPb>,
 }
 
 fn log_id_to_pb(log_id: &LogId) -> LogIdPb {
@@ -313,7 +317,9 @@ fn entry_from_pb(pb: EntryPb) -> Result<Entry, DecodeError> {
     Ok(Entry { log_id, payload })
 }
 
-/// Encodes a stored membership.
+/// Encodes a stored membership (the older applied-state file's form;
+/// decoding it is what the migration needs).
+#[cfg(test)]
 pub(crate) fn encode_stored_membership(membership: &StoredMembership) -> Vec<u8> {
     stored_membership_to_pb(membership).encode_to_vec()
 }
@@ -342,23 +348,57 @@ fn stored_membership_from_pb(pb: StoredMembershipPb) -> Result<StoredMembership,
     ))
 }
 
-/// Encodes a snapshot's data: its format version and the log id of the
-/// last data-carrying entry it covers.
-pub(crate) fn encode_snapshot_data(format_version: u32, last_data: Option<&LogId>) -> Vec<u8> {
-    SnapshotDataPb {
-        format_version,
-        last_data_log_id: last_data.map(log_id_to_pb),
+/// Encodes the state machine's applied marker: the last applied log id,
+/// the last applied log id that carried a command, and the membership.
+pub(crate) fn encode_applied_marker(
+    last_applied: Option<&LogId>,
+    last_data: Option<&LogId>,
+    membership: &StoredMembership,
+) -> Vec<u8> {
+    AppliedMarkerPb {
+        last_applied: last_applied.map(log_id_to_pb),
+        last_data: last_data.map(log_id_to_pb),
+        membership: Some(stored_membership_to_pb(membership)),
     }
     .encode_to_vec()
 }
 
-/// Decodes a snapshot's data into (format version, last data log id).
-pub(crate) fn decode_snapshot_data(bytes: &[u8]) -> Result<(u32, Option<LogId>), DecodeError> {
-    let pb = SnapshotDataPb::decode(bytes).map_err(|e| err(format!("snapshot: {e}")))?;
+/// Decodes an applied marker into (last applied, last data, membership).
+pub(crate) fn decode_applied_marker(
+    bytes: &[u8],
+) -> Result<(Option<LogId>, Option<LogId>, StoredMembership), DecodeError> {
+    let what = "applied marker";
+    let pb = AppliedMarkerPb::decode(bytes).map_err(|e| err(format!("{what}: {e}")))?;
+    let membership = pb
+        .membership
+        .ok_or_else(|| err(format!("{what}: no membership")))?;
     Ok((
-        pb.format_version,
-        pb.last_data_log_id.as_ref().map(log_id_from_pb),
+        pb.last_applied.as_ref().map(log_id_from_pb),
+        pb.last_data.as_ref().map(log_id_from_pb),
+        stored_membership_from_pb(membership)?,
     ))
+}
+
+/// Encodes a snapshot's metadata (the header of a snapshot file).
+pub(crate) fn encode_snapshot_meta(meta: &SnapshotMeta) -> Vec<u8> {
+    SnapshotMetaPb {
+        last_log_id: meta.last_log_id.as_ref().map(log_id_to_pb),
+        last_membership: Some(stored_membership_to_pb(&meta.last_membership)),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a snapshot's metadata.
+pub(crate) fn decode_snapshot_meta(bytes: &[u8]) -> Result<SnapshotMeta, DecodeError> {
+    let what = "snapshot meta";
+    let pb = SnapshotMetaPb::decode(bytes).map_err(|e| err(format!("{what}: {e}")))?;
+    let membership = pb
+        .last_membership
+        .ok_or_else(|| err(format!("{what}: no membership")))?;
+    Ok(SnapshotMeta {
+        last_log_id: pb.last_log_id.as_ref().map(log_id_from_pb),
+        last_membership: stored_membership_from_pb(membership)?,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -834,6 +874,29 @@ mod tests {
                 BTreeMap::from([(1, BasicNode::new("127.0.0.1:1"))]),
             )
             .expect("membership"),
+        );
+        assert_eq!(
+            decode_stored_membership(&encode_stored_membership(&membership)).expect("decodes"),
+            membership
+        );
+        let marker =
+            encode_applied_marker(Some(&log_id(2, 1, 9)), Some(&log_id(2, 1, 8)), &membership);
+        assert_eq!(
+            decode_applied_marker(&marker).expect("decodes"),
+            (
+                Some(log_id(2, 1, 9)),
+                Some(log_id(2, 1, 8)),
+                membership.clone()
+            )
+        );
+        assert!(decode_applied_marker(b"").is_err(), "no membership");
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(2, 1, 7)),
+            last_membership: membership.clone(),
+        };
+        assert_eq!(
+            decode_snapshot_meta(&encode_snapshot_meta(&meta)).expect("decodes"),
+            meta
         );
         let chunk = SnapshotChunk {
             vote: Vote::new_committed(2, 1),

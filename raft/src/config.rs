@@ -1,12 +1,15 @@
-//! [`config`]: the openraft `Config` a Shoal Raft group must run with,
-//! given what the state machine can and cannot do today.
+//! [`config`]: the openraft `Config` a Shoal Raft group runs with.
 //!
-//! Invariant: no snapshot policy that purges the log. A snapshot of this
-//! state machine carries no entity data (the storage layer has no
-//! export/import yet), so a node that lags behind a purged log could not be
-//! caught up; with `SnapshotPolicy::Never` the log is never purged and every
-//! node catches up by log replay. The price is a log that grows without
-//! bound until snapshots carry data.
+//! Snapshots carry the whole dataset (`StateMachine`'s docs: a storage
+//! export, applied marker included), so the log can be purged: a node that
+//! lags behind the purged log, or a new one, catches up by snapshot. The
+//! policy is [`SnapshotPolicy::LogsSinceLast`]`(`[`SNAPSHOT_LOGS_SINCE_LAST`]`)`:
+//! a snapshot every 10,000 applied entries. That bounds the log at about
+//! 10,000 entries plus openraft's `max_in_snapshot_log_to_keep` (1,000 by
+//! default, kept so that slightly lagging followers still catch up by log)
+//! while keeping snapshots rare: each one exports the whole dataset and is
+//! held in memory while it is built, sent and installed, so on a large
+//! dataset it costs far more than replicating 10,000 batches does.
 //!
 //! Pre-vote is on: a node that was partitioned or restarted first asks
 //! whether it could win before raising its term, so rejoining does not
@@ -14,16 +17,18 @@
 
 use openraft::{Config, ConfigError, SnapshotPolicy};
 
+/// Applied log entries between two snapshots (see the module docs).
+pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 10_000;
+
 /// openraft's defaults for timeouts and batching, with `cluster_name`,
-/// `SnapshotPolicy::Never` and pre-vote on (see the module docs),
-/// validated.
+/// `SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST)` and pre-vote
+/// on (see the module docs), validated.
 ///
-/// Callers may change timeouts and limits; they must not set a snapshot
-/// policy that purges the log.
+/// Callers may change timeouts, limits and the snapshot policy.
 pub fn config(cluster_name: impl Into<String>) -> Result<Config, ConfigError> {
     Config {
         cluster_name: cluster_name.into(),
-        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST),
         enable_pre_vote: Some(true),
         ..Config::default()
     }
@@ -35,10 +40,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn never_snapshots_by_policy() -> Result<(), ConfigError> {
+    fn snapshots_every_ten_thousand_entries() -> Result<(), ConfigError> {
         let config = config("shoal")?;
         assert_eq!(config.cluster_name, "shoal");
-        assert!(matches!(config.snapshot_policy, SnapshotPolicy::Never));
+        assert!(matches!(
+            config.snapshot_policy,
+            SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST)
+        ));
         assert_eq!(config.enable_pre_vote, Some(true));
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! [`enum@Error`]: everything that can go wrong in the consensus layer's own
-//! files (the Raft log file and the applied-state file) and when applying
+//! files (the Raft log file, an older build's applied-state file being migrated, the snapshot file) and when applying
 //! replicated batches.
 //!
 //! Fatal errors (I/O, corruption, an unknown format, an engine failure, a
@@ -41,7 +41,7 @@ pub enum Error {
         /// What was found wrong.
         reason: String,
     },
-    /// A stored record (a log entry, the vote, applied-state metadata) could
+    /// A stored record (a log entry, the vote, the applied marker) could
     /// not be decoded: the file is damaged.
     #[error("{}: corrupt {what}: {reason}", path.display())]
     CorruptRecord {
@@ -125,8 +125,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// A snapshot cannot be installed: it would need entity data that the
-    /// storage API cannot transfer yet (see the state machine's docs).
+    /// A snapshot cannot be installed: its data does not import, or its
+    /// data's applied marker disagrees with its meta (see the state
+    /// machine's docs).
     #[error("cannot install snapshot: {reason}")]
     SnapshotUnsupported {
         /// Why.

@@ -9,11 +9,14 @@
 //!   file of their own, durable before acknowledged;
 //! - [`StateMachine`]: applies committed [`Command::Batch`]es — the same
 //!   `shoal_storage::WriteBatch`es the storage layer commits locally — into
-//!   an `Arc<dyn shoal_storage::Storage>`, and keeps `last_applied`, the
-//!   membership and the current snapshot in a small redb file (the
-//!   *applied-state file*);
-//! - [`config()`]: the openraft `Config` to run with (no log-purging
-//!   snapshot policy, pre-vote on; see its docs);
+//!   an `Arc<dyn shoal_storage::Storage>` exactly once: each apply call is
+//!   one `Storage::commit_group` carrying the applied marker
+//!   ([`APPLIED_MARKER`]: `last_applied`, membership) in the same
+//!   transaction; snapshots are storage exports of the whole dataset, kept
+//!   in [`SNAPSHOT_FILE`] in the Raft data directory and installed with
+//!   `Storage::import`;
+//! - [`config()`]: the openraft `Config` to run with (a snapshot every
+//!   [`SNAPSHOT_LOGS_SINCE_LAST`] entries, pre-vote on; see its docs);
 //! - [`Network`] / [`NetworkClient`] (openraft's network factory and
 //!   per-target client) and [`RaftService`] (the server-side handlers):
 //!   the Raft RPCs over `shoal-transport` (QUIC + mutual TLS), route kinds
@@ -45,8 +48,8 @@
 //!
 //! # Not here (yet)
 //! Membership changes (joining as a learner, promotion, leave),
-//! cluster-metadata commands, and snapshots that carry entity data (the storage layer has no export/import; see
-//! [`StateMachine`]'s docs for what a snapshot holds meanwhile). This crate
+//! cluster-metadata commands, and streaming snapshots to and from disk
+//! (a snapshot is held in memory while built, sent and installed). This crate
 //! knows nothing of entity handlers and never opens the storage layer's
 //! data tables: it only calls the `Storage` trait.
 //!
@@ -57,10 +60,13 @@
 //!
 //! let dir = tempfile::tempdir()?;
 //! let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+//! # tokio::runtime::Runtime::new()?.block_on(async {
 //! let log = LogStore::open(dir.path().join("raft-log.redb"))?;
-//! let state = StateMachine::open(dir.path().join("raft-state.redb"), storage)?;
+//! let state = StateMachine::open(dir.path(), storage).await?;
 //! // Hand `log` and `state` to `openraft::Raft::new` with a network.
 //! # drop((log, state));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -75,11 +81,11 @@ mod state_machine;
 mod types;
 
 pub use bootstrap::{Bootstrap, bootstrap};
-pub use config::config;
+pub use config::{SNAPSHOT_LOGS_SINCE_LAST, config};
 pub use error::{Error, Result};
 pub use log_store::{LogReader, LogStore};
 pub use network::{Network, NetworkClient, NetworkConfig, RaftService};
-pub use state_machine::{Snapshot, SnapshotBuilder, StateMachine};
+pub use state_machine::{APPLIED_MARKER, SNAPSHOT_FILE, Snapshot, SnapshotBuilder, StateMachine};
 pub use types::{
     Applied, Command, Entry, LogId, NodeId, Rejected, Response, SnapshotMeta, StoredMembership,
     TypeConfig, Vote,

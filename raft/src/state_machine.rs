@@ -1,71 +1,86 @@
 //! [`StateMachine`]: openraft's `RaftStateMachine`, applying replicated
 //! [`Command`]s (storage `WriteBatch`es) to the node's
-//! `shoal_storage::Storage` backend, with `last_applied`, the last
-//! membership and the current snapshot kept in a small redb file of this
-//! crate (the *applied-state file*).
+//! `shoal_storage::Storage` backend, exactly once, and snapshots that carry
+//! the whole dataset.
 //!
-//! On disk (format version 1; values protobuf, see `codec`):
+//! # The applied marker: exactly-once apply
+//! What has been applied lives *in the storage backend*, in its node
+//! metadata namespace: the record [`APPLIED_MARKER`] (`raft.applied`),
+//! protobuf `AppliedMarker { last_applied, last_data, membership }` (see
+//! `codec`). Each `apply` call commits the batches of its committed entries
+//! with ONE `Storage::commit_group(batches, Some((raft.applied, marker)))`
+//! (split only when a call exceeds the storage group limits, each part
+//! carrying the marker of its last entry): the batches and the marker land
+//! in one durable transaction, so after a crash the backend holds both or
+//! neither, and openraft re-applies exactly the entries after
+//! `last_applied` — none of which is in the backend. No op is ever applied
+//! twice (a `RescheduleMessage` counts its attempt once); an entry at or
+//! below `last_applied` handed to `apply` again is skipped (answered
+//! `Response::Empty`). Each batch's slot
+//! of the group result becomes its [`Response`]: `Applied` (with skips),
+//! `Rejected` for a stale epoch or an invalid batch (deterministic, the
+//! same on every replica, nothing of it applied); any other per-batch error
+//! stops the state machine. Proposers are answered only after the group
+//! (with its marker) is durable.
 //!
-//! | table `meta` key | value |
-//! |---|---|
-//! | `magic` / `format_version` | `shoal-raft-state` / u32 big-endian |
-//! | `last_applied` | `LogId` |
-//! | `last_data` | `LogId` of the last applied entry carrying a command |
-//! | `membership` | `StoredMembership` |
-//! | `snapshot_last_log_id`, `snapshot_membership`, `snapshot_data` | the current snapshot |
-//!
-//! # Crash consistency
-//! `Storage` has no way to commit `last_applied` in the same transaction as
-//! a batch, so `apply` commits each batch to the storage backend (durably,
-//! in log order, one after the other), then records `last_applied` for the
-//! whole call in one durable transaction of the applied-state file, and
-//! only then answers the proposers. A crash in between leaves the backend
-//! *ahead* of `last_applied`: on restart openraft re-applies the entries
-//! after `last_applied`, in order, over a state that already holds (some
-//! of) their effects. That is harmless when re-applying a suffix of batches
-//! in order converges to the same state, which holds per op (checked
-//! against `storage/src/engine.rs`):
-//! - overwrite ops (`PutState`, `DeleteState`, `DeleteJournal`,
-//!   `DeleteReply`, `DeleteDeadLetter`, `PutTimer`, `DeleteTimer`,
-//!   `DeleteDeferred`) converge, since the later writes are re-applied too;
-//! - insert-if-absent ops (`AppendJournal`, `EnqueueMessage`, the reply of
-//!   `AckMessage`, `ResolveDeferred`) are skipped when their key exists, and
-//!   any later delete/re-insert of that key is re-applied after them;
-//! - `DeadLetterMessage` and `ReplayDeadLetter` are skipped when the message
-//!   already moved;
-//! - fencing: a re-applied batch whose shard a later batch already raised to
-//!   a newer epoch is rejected as stale, which is correct since its effects
-//!   are already there;
-//! - **does not hold for `RescheduleMessage`**: it increments the message's
-//!   `attempts` unconditionally, so a re-applied reschedule counts one
-//!   delivery attempt twice (the message may dead-letter one retry early).
-//!   The window is one `apply` call, between the backend's commit and the
-//!   applied-state commit.
-//! - the *responses* of re-applied entries may differ (skips instead of
-//!   applies), but nobody waits for them: proposers are answered only after
-//!   `last_applied` is durable, and a restarted node has no proposers.
+//! [`StateMachine::open`] reads the marker back; a backend without one has
+//! applied nothing (a fresh node). There is no applied-state file any more.
+//! **Migration:** a `raft-state.redb` left in the directory by an older
+//! build (magic `shoal-raft-state`) is read once when the backend has no
+//! marker: its `last_applied`, `last_data` and membership become the marker
+//! (one `commit_group` with no batches), then the file is renamed to
+//! `raft-state.redb.migrated`. (That older build could leave the backend
+//! ahead of its file by one apply call, which openraft then re-applies once
+//! more, as it would have anyway.) When the backend already has a marker,
+//! the old file is only renamed.
 //!
 //! # Snapshots
-//! `Storage` cannot export or import a whole dataset yet, so a snapshot
-//! carries no entity data: its data is a format version and the log id of
-//! the last data-carrying entry it covers (`last_data`). Installing one is
-//! allowed only when the local backend already holds that data (local
-//! `last_applied` ≥ the snapshot's `last_data`); otherwise it fails with
-//! [`Error::SnapshotUnsupported`] rather than silently skipping data. So
-//! until the storage layer gets export/import, a cluster must not purge log
-//! entries a lagging or new node still needs: run with
-//! [`config()`](crate::config()) (`SnapshotPolicy::Never`).
+//! A snapshot is the whole dataset: `Storage::export(ShardRange::ALL)`,
+//! which includes `node_meta`, i.e. the applied marker of exactly the
+//! entries the data reflects. The export is started in
+//! `get_snapshot_builder`, which openraft calls between `apply` calls, so
+//! its read snapshot and the builder's `last_applied` / membership (the
+//! snapshot meta) are the same point of the log.
+//!
+//! On disk, the current snapshot is one file in the directory,
+//! [`SNAPSHOT_FILE`] (`raft-snapshot.bin`): magic `SHOALRSN` · format
+//! version u32 BE (1) · header length u32 BE · protobuf `SnapshotMeta`
+//! (last log id, membership) · the storage snapshot stream (self-checking:
+//! per-frame and whole-stream xxh3, see `shoal_storage::snapshot`). It is
+//! written to a temp file in the same directory, fsynced, renamed over the
+//! old one and the directory fsynced, so the snapshot on disk is complete
+//! or absent. openraft's snapshot data (`Bytes`) is the storage stream
+//! alone; the meta travels beside it.
+//!
+//! Installing one (`install_snapshot`, with a snapshot received from the
+//! leader, or the current one again when openraft restores at startup):
+//! the data goes to the temp file `raft-snapshot.installing` first (fsynced),
+//! then `Storage::import` replaces the dataset atomically (marker
+//! included), then the marker is read back and must agree with the
+//! snapshot meta (same last log id and membership) — a disagreement is
+//! [`Error::SnapshotUnsupported`] and stops the state machine; only then
+//! is the temp file renamed into place. A crash after the import but
+//! before the rename is repaired by [`StateMachine::open`]: an installing
+//! file whose meta matches the backend's marker is renamed into place;
+//! other leftover temp files are deleted. A snapshot that does not
+//! decode or import leaves the dataset and the current snapshot as they
+//! were.
+//!
+//! Snapshot bytes are held in memory while built, sent and installed
+//! (the network receives them into one buffer, bounded by its configured
+//! maximum); writing and reading the file is the only disk I/O.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{Durability, ReadableDatabase};
-use shoal_storage::Storage;
+use redb::ReadableDatabase;
+use shoal_storage::{ChunkStream, MetaKey, ShardRange, Storage, WriteBatch};
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -74,82 +89,136 @@ use crate::types::{
     Applied, Command, LogId, Rejected, Response, SnapshotMeta, StoredMembership, TypeConfig,
 };
 
-/// The applied-state file's identity: magic `shoal-raft-state`, version 1.
-const KIND: FileKind = FileKind {
+/// The storage `node_meta` key of the applied marker.
+pub const APPLIED_MARKER: &str = "raft.applied";
+
+/// The current snapshot's file name, in the state machine's directory.
+pub const SNAPSHOT_FILE: &str = "raft-snapshot.bin";
+
+/// The temp file an installed snapshot is written to before its import.
+const INSTALLING_FILE: &str = "raft-snapshot.installing";
+
+/// Prefix of the temp files a built snapshot is written to.
+const BUILDING_PREFIX: &str = "raft-snapshot.building";
+
+/// The applied-state file of older builds, migrated at open.
+const LEGACY_FILE: &str = "raft-state.redb";
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALRSN";
+const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// magic · version · header length.
+const SNAPSHOT_PREFIX_BYTES: usize = 8 + 4 + 4;
+/// A bound on the snapshot file's header (a meta with a few members).
+const SNAPSHOT_HEADER_BYTES_MAX: usize = 1024 * 1024;
+
+/// The older builds' applied-state file.
+const LEGACY_KIND: FileKind = FileKind {
     name: "raft applied state",
     magic: b"shoal-raft-state",
     format_version: 1,
 };
 
-/// The format of a snapshot's data (`SnapshotData.format_version`).
-const SNAPSHOT_FORMAT_VERSION: u32 = 1;
-
-const META_LAST_APPLIED: &str = "last_applied";
-const META_LAST_DATA: &str = "last_data";
-const META_MEMBERSHIP: &str = "membership";
-const META_SNAPSHOT_LAST_LOG_ID: &str = "snapshot_last_log_id";
-const META_SNAPSHOT_MEMBERSHIP: &str = "snapshot_membership";
-const META_SNAPSHOT_DATA: &str = "snapshot_data";
-
-/// A snapshot as openraft sees it: metadata plus [`Bytes`] of data.
+/// A snapshot as openraft sees it: metadata plus [`Bytes`] of data (a
+/// storage snapshot stream).
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Bytes>;
 
-/// What [`StateMachine`] remembers across restarts.
-#[derive(Clone, Debug, Default)]
+/// What [`StateMachine`] has applied (the applied marker).
+#[derive(Clone, Debug, Default, PartialEq)]
 struct AppliedState {
     last_applied: Option<LogId>,
     last_data: Option<LogId>,
     membership: StoredMembership,
 }
 
-struct AppliedFile {
-    db: redb::Database,
-    path: PathBuf,
+impl AppliedState {
+    fn encode(&self) -> Bytes {
+        Bytes::from(codec::encode_applied_marker(
+            self.last_applied.as_ref(),
+            self.last_data.as_ref(),
+            &self.membership,
+        ))
+    }
+}
+
+/// The directory holding the current snapshot, shared with the builders.
+struct SnapshotDir {
+    dir: PathBuf,
+    /// Serialises replacing the current snapshot file (a build may finish
+    /// while an install runs).
+    replace: tokio::sync::Mutex<()>,
+    /// Distinguishes the temp files of builds.
+    builds: AtomicU64,
 }
 
 /// The replicated state machine: applies committed log entries to a
-/// storage backend. Open it with [`StateMachine::open`]; hand it to
-/// openraft.
+/// storage backend, exactly once (see the module docs). Open it with
+/// [`StateMachine::open`]; hand it to openraft.
 pub struct StateMachine {
     storage: Arc<dyn Storage>,
-    file: Arc<AppliedFile>,
+    marker_key: MetaKey,
+    snapshots: Arc<SnapshotDir>,
     state: AppliedState,
 }
 
 /// Builds a snapshot of a [`StateMachine`] (openraft's
-/// `RaftSnapshotBuilder`); it captured the state when it was created.
+/// `RaftSnapshotBuilder`): the export it holds was started when it was
+/// created, at the same log position as its meta.
 pub struct SnapshotBuilder {
-    file: Arc<AppliedFile>,
-    state: AppliedState,
+    snapshots: Arc<SnapshotDir>,
+    meta: SnapshotMeta,
+    /// (A `Mutex` only to make the builder `Sync`, as openraft requires.)
+    export: std::sync::Mutex<Option<shoal_storage::Result<ChunkStream>>>,
 }
 
 impl StateMachine {
-    /// Opens the applied-state file at `path` (creating it if missing) for a
-    /// state machine applying into `storage`.
+    /// Opens the state machine of the Raft data directory `dir` (created if
+    /// missing; it holds the current snapshot file) over `storage`, reading
+    /// the applied marker from `storage` (none: nothing applied).
     ///
-    /// The file must belong to that backend: a fresh file with a non-empty
-    /// backend would re-apply the whole log over it (see the module docs).
-    /// Fails like [`LogStore::open`](crate::LogStore::open) on a foreign,
-    /// damaged or unknown-version file.
-    pub fn open(path: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<Self> {
-        let path = path.as_ref();
-        let db = file::open(path, &KIND, |_| Ok(()))?;
-        let file = Arc::new(AppliedFile {
-            db,
-            path: path.to_owned(),
+    /// Migrates an older build's `raft-state.redb` and finishes or cleans up
+    /// an interrupted snapshot install (see the module docs). Fails on an
+    /// undecodable marker ([`Error::CorruptRecord`]), a storage failure, a
+    /// foreign or damaged legacy file, or an I/O error, naming the path.
+    pub async fn open(dir: impl AsRef<Path>, storage: Arc<dyn Storage>) -> Result<Self> {
+        let dir = dir.as_ref().to_owned();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let marker_key = MetaKey::new(APPLIED_MARKER).map_err(Error::Storage)?;
+        let mut state = read_marker(&storage, &marker_key, &dir).await?;
+        let legacy = dir.join(LEGACY_FILE);
+        if legacy.exists() {
+            if state.is_none() {
+                let migrated = read_legacy(&legacy)?;
+                tracing::info!(path = %legacy.display(), ?migrated, "migrating the applied state into storage");
+                commit_marker(&storage, &marker_key, &migrated).await?;
+                state = Some(migrated);
+            }
+            let target = dir.join(format!("{LEGACY_FILE}.migrated"));
+            std::fs::rename(&legacy, &target).map_err(|source| Error::Io {
+                path: legacy.clone(),
+                source,
+            })?;
+        }
+        let state = state.unwrap_or_default();
+        let snapshots = Arc::new(SnapshotDir {
+            dir,
+            replace: tokio::sync::Mutex::new(()),
+            builds: AtomicU64::new(0),
         });
-        let state = file.read_state()?;
-        file.read_snapshot()?;
+        snapshots.recover(&state)?;
         Ok(StateMachine {
             storage,
-            file,
+            marker_key,
+            snapshots,
             state,
         })
     }
 
-    /// The applied-state file's path.
-    pub fn path(&self) -> &Path {
-        &self.file.path
+    /// The Raft data directory (the current snapshot's file is in it).
+    pub fn dir(&self) -> &Path {
+        &self.snapshots.dir
     }
 
     /// The storage backend batches are applied to.
@@ -162,36 +231,268 @@ impl StateMachine {
         self.state.last_applied.as_ref()
     }
 
-    /// Applies one command; `Err` only for a failure that must stop the
-    /// state machine (the batch may or may not be in the backend).
-    async fn apply_command(&self, command: Command) -> Result<Response> {
-        match command {
-            Command::Batch(batch) => match self.storage.commit(batch).await {
-                Ok(outcome) => Ok(Response::Applied(Applied::from_outcome(&outcome))),
-                Err(shoal_storage::Error::StaleEpoch {
-                    shard,
-                    batch,
-                    current,
-                }) => Ok(Response::Rejected(Rejected::StaleEpoch {
-                    shard: shard.get(),
-                    batch: batch.get(),
-                    current: current.get(),
-                })),
-                Err(
-                    error @ (shoal_storage::Error::Invalid { .. }
-                    | shoal_storage::Error::Decode { .. }),
-                ) => Ok(Response::Rejected(Rejected::Invalid {
-                    reason: error.to_string(),
-                })),
-                Err(error) => Err(Error::Storage(error)),
-            },
+    /// Commits `batches` with the marker of `self.state` in one storage
+    /// transaction; `Err`: nothing landed. Per-batch results inside.
+    async fn commit_group(
+        &self,
+        batches: Vec<WriteBatch>,
+    ) -> Result<Vec<shoal_storage::Result<shoal_storage::CommitOutcome>>> {
+        self.storage
+            .commit_group(
+                batches,
+                Some((self.marker_key.clone(), self.state.encode())),
+            )
+            .await
+            .map_err(Error::Storage)
+    }
+}
+
+/// The response to one batch of a group, or the error that must stop the
+/// state machine.
+fn response(result: shoal_storage::Result<shoal_storage::CommitOutcome>) -> Result<Response> {
+    match result {
+        Ok(outcome) => Ok(Response::Applied(Applied::from_outcome(&outcome))),
+        Err(shoal_storage::Error::StaleEpoch {
+            shard,
+            batch,
+            current,
+        }) => Ok(Response::Rejected(Rejected::StaleEpoch {
+            shard: shard.get(),
+            batch: batch.get(),
+            current: current.get(),
+        })),
+        Err(
+            error @ (shoal_storage::Error::Invalid { .. } | shoal_storage::Error::Decode { .. }),
+        ) => Ok(Response::Rejected(Rejected::Invalid {
+            reason: error.to_string(),
+        })),
+        Err(error) => Err(Error::Storage(error)),
+    }
+}
+
+async fn read_marker(
+    storage: &Arc<dyn Storage>,
+    key: &MetaKey,
+    dir: &Path,
+) -> Result<Option<AppliedState>> {
+    let Some(bytes) = storage.read_meta(key).await.map_err(Error::Storage)? else {
+        return Ok(None);
+    };
+    decode_marker(&bytes, dir).map(Some)
+}
+
+fn decode_marker(bytes: &[u8], dir: &Path) -> Result<AppliedState> {
+    let (last_applied, last_data, membership) =
+        codec::decode_applied_marker(bytes).map_err(|e| Error::CorruptRecord {
+            path: dir.to_owned(),
+            what: format!("storage meta record {APPLIED_MARKER}"),
+            reason: e.0,
+        })?;
+    Ok(AppliedState {
+        last_applied,
+        last_data,
+        membership,
+    })
+}
+
+async fn commit_marker(
+    storage: &Arc<dyn Storage>,
+    key: &MetaKey,
+    state: &AppliedState,
+) -> Result<()> {
+    storage
+        .commit_group(Vec::new(), Some((key.clone(), state.encode())))
+        .await
+        .map_err(Error::Storage)?;
+    Ok(())
+}
+
+/// Reads an older build's applied-state file.
+fn read_legacy(path: &Path) -> Result<AppliedState> {
+    let db = file::open(path, &LEGACY_KIND, |_| Ok(()))?;
+    let engine = |e: redb::Error| Error::engine(path, "reading", e);
+    let read = db.begin_read().map_err(|e| engine(e.into()))?;
+    let meta = read.open_table(META).map_err(|e| engine(e.into()))?;
+    let get = |key: &str| -> Result<Option<Vec<u8>>> {
+        Ok(meta
+            .get(key)
+            .map_err(|e| engine(e.into()))?
+            .map(|value| value.value().to_vec()))
+    };
+    let corrupt = |what: &str, e: codec::DecodeError| Error::CorruptRecord {
+        path: path.to_owned(),
+        what: what.to_owned(),
+        reason: e.0,
+    };
+    let log_id = |key: &str| -> Result<Option<LogId>> {
+        get(key)?
+            .map(|bytes| codec::decode_log_id(&bytes).map_err(|e| corrupt(key, e)))
+            .transpose()
+    };
+    let membership = match get("membership")? {
+        None => StoredMembership::default(),
+        Some(bytes) => {
+            codec::decode_stored_membership(&bytes).map_err(|e| corrupt("membership", e))?
         }
+    };
+    Ok(AppliedState {
+        last_applied: log_id("last_applied")?,
+        last_data: log_id("last_data")?,
+        membership,
+    })
+}
+
+fn io_at(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The bytes of a snapshot file: prefix, header, data.
+fn snapshot_file_bytes(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+    let header = codec::encode_snapshot_meta(meta);
+    let mut out = Vec::with_capacity(SNAPSHOT_PREFIX_BYTES + header.len() + data.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
+    // The header is a few hundred bytes (a membership); it always fits.
+    out.extend_from_slice(
+        &u32::try_from(header.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Parses a snapshot file; never panics on its contents.
+fn parse_snapshot_file(path: &Path, bytes: Bytes) -> Result<Snapshot> {
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_owned(),
+        kind: "raft snapshot",
+        reason,
+    };
+    if bytes.len() < SNAPSHOT_PREFIX_BYTES {
+        return Err(corrupt(format!(
+            "{} bytes, shorter than its prefix",
+            bytes.len()
+        )));
+    }
+    if &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt("wrong magic".to_owned()));
+    }
+    let word = |at: usize| {
+        let mut four = [0u8; 4];
+        four.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_be_bytes(four)
+    };
+    let version = word(8);
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat {
+            path: path.to_owned(),
+            kind: "raft snapshot",
+            found: version,
+            expected: SNAPSHOT_FORMAT_VERSION,
+        });
+    }
+    let header_len = word(12) as usize;
+    if header_len > SNAPSHOT_HEADER_BYTES_MAX || SNAPSHOT_PREFIX_BYTES + header_len > bytes.len() {
+        return Err(corrupt(format!(
+            "header of {header_len} bytes does not fit"
+        )));
+    }
+    let data_at = SNAPSHOT_PREFIX_BYTES + header_len;
+    let meta = codec::decode_snapshot_meta(&bytes[SNAPSHOT_PREFIX_BYTES..data_at])
+        .map_err(|e| corrupt(e.0))?;
+    Ok(Snapshot {
+        meta,
+        snapshot: bytes.slice(data_at..),
+    })
+}
+
+/// Writes `bytes` to `path` and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = std::fs::File::create(path).map_err(io_at(path))?;
+    file.write_all(bytes).map_err(io_at(path))?;
+    file.sync_all().map_err(io_at(path))
+}
+
+/// Fsyncs a directory (so a rename in it is durable).
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}
+
+impl SnapshotDir {
+    fn current(&self) -> PathBuf {
+        self.dir.join(SNAPSHOT_FILE)
     }
 
-    async fn persist(&self) -> io::Result<()> {
-        let file = self.file.clone();
-        let state = self.state.clone();
-        blocking(move || file.write(Some(&state), None)).await
+    /// The current snapshot, if any.
+    fn read_current(&self) -> Result<Option<Snapshot>> {
+        read_snapshot_file(&self.current())
+    }
+
+    /// Renames `temp` (complete and fsynced) over the current snapshot,
+    /// unless the current one is newer (then `temp` is removed).
+    async fn replace(&self, temp: PathBuf, meta: SnapshotMeta) -> io::Result<()> {
+        let _guard = self.replace.lock().await;
+        let current = self.current();
+        let dir = self.dir.clone();
+        blocking(move || {
+            if let Some(existing) = read_snapshot_file(&current)?
+                && existing.meta.last_log_id > meta.last_log_id
+            {
+                std::fs::remove_file(&temp).map_err(io_at(&temp))?;
+                return Ok(());
+            }
+            std::fs::rename(&temp, &current).map_err(io_at(&temp))?;
+            sync_dir(&dir)
+        })
+        .await
+    }
+
+    /// At open: an install interrupted after its import (its temp file
+    /// matches the backend's marker) is completed; other temp files go.
+    fn recover(&self, state: &AppliedState) -> Result<()> {
+        let installing = self.dir.join(INSTALLING_FILE);
+        // A damaged temp file (the crash hit its write) is just removed.
+        if let Some(snapshot) = read_snapshot_file(&installing).unwrap_or(None)
+            && snapshot.meta.last_log_id.is_some()
+            && snapshot.meta.last_log_id == state.last_applied
+            && snapshot.meta.last_membership == state.membership
+            && self
+                .read_current()
+                .unwrap_or(None)
+                .is_none_or(|c| c.meta.last_log_id < snapshot.meta.last_log_id)
+        {
+            tracing::info!(path = %installing.display(), "completing an interrupted snapshot install");
+            std::fs::rename(&installing, self.current()).map_err(io_at(&installing))?;
+            sync_dir(&self.dir)?;
+        }
+        let entries = std::fs::read_dir(&self.dir).map_err(io_at(&self.dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_at(&self.dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == INSTALLING_FILE || name.starts_with(BUILDING_PREFIX) {
+                std::fs::remove_file(entry.path()).map_err(io_at(&entry.path()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_snapshot_file(path: &Path) -> Result<Option<Snapshot>> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse_snapshot_file(path, Bytes::from(bytes)).map(Some),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -200,157 +501,43 @@ async fn blocking<T: Send + 'static>(
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|join| io::Error::other(format!("applied-state write task failed: {join}")))?
+        .map_err(|join| io::Error::other(format!("snapshot file task failed: {join}")))?
         .map_err(Error::into_io)
-}
-
-impl AppliedFile {
-    fn engine(&self, context: &'static str) -> impl Fn(redb::Error) -> Error + '_ {
-        move |error| Error::engine(&self.path, context, error)
-    }
-
-    fn corrupt(&self, what: &str, error: codec::DecodeError) -> Error {
-        Error::CorruptRecord {
-            path: self.path.clone(),
-            what: what.to_owned(),
-            reason: error.0,
-        }
-    }
-
-    fn read_all(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        let read = self
-            .db
-            .begin_read()
-            .map_err(|e| self.engine("reading")(e.into()))?;
-        let meta = read
-            .open_table(META)
-            .map_err(|e| self.engine("reading")(e.into()))?;
-        keys.iter()
-            .map(|key| {
-                Ok(meta
-                    .get(*key)
-                    .map_err(|e| self.engine("reading")(e.into()))?
-                    .map(|value| value.value().to_vec()))
-            })
-            .collect()
-    }
-
-    fn decode_log_id(&self, what: &str, bytes: Option<Vec<u8>>) -> Result<Option<LogId>> {
-        bytes
-            .map(|bytes| codec::decode_log_id(&bytes).map_err(|e| self.corrupt(what, e)))
-            .transpose()
-    }
-
-    fn decode_membership(&self, what: &str, bytes: Option<Vec<u8>>) -> Result<StoredMembership> {
-        match bytes {
-            None => Ok(StoredMembership::default()),
-            Some(bytes) => {
-                codec::decode_stored_membership(&bytes).map_err(|e| self.corrupt(what, e))
-            }
-        }
-    }
-
-    fn read_state(&self) -> Result<AppliedState> {
-        let mut values = self
-            .read_all(&[META_LAST_APPLIED, META_LAST_DATA, META_MEMBERSHIP])?
-            .into_iter();
-        Ok(AppliedState {
-            last_applied: self.decode_log_id("last applied log id", values.next().flatten())?,
-            last_data: self.decode_log_id("last data log id", values.next().flatten())?,
-            membership: self.decode_membership("membership", values.next().flatten())?,
-        })
-    }
-
-    fn read_snapshot(&self) -> Result<Option<Snapshot>> {
-        let mut values = self
-            .read_all(&[
-                META_SNAPSHOT_LAST_LOG_ID,
-                META_SNAPSHOT_MEMBERSHIP,
-                META_SNAPSHOT_DATA,
-            ])?
-            .into_iter();
-        let last_log_id = self.decode_log_id("snapshot last log id", values.next().flatten())?;
-        let membership = self.decode_membership("snapshot membership", values.next().flatten())?;
-        let Some(data) = values.next().flatten() else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id,
-                last_membership: membership,
-            },
-            snapshot: Bytes::from(data),
-        }))
-    }
-
-    /// Writes the applied state and/or the current snapshot, in one durable
-    /// transaction.
-    fn write(&self, state: Option<&AppliedState>, snapshot: Option<&Snapshot>) -> Result<()> {
-        let engine = self.engine("writing");
-        let mut txn = self.db.begin_write().map_err(|e| engine(e.into()))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| engine(e.into()))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| engine(e.into()))?;
-            let mut put_log_id = |key: &str, log_id: Option<&LogId>| match log_id {
-                Some(log_id) => meta
-                    .insert(key, codec::encode_log_id(log_id).as_slice())
-                    .map(drop),
-                None => meta.remove(key).map(drop),
-            };
-            if let Some(state) = state {
-                put_log_id(META_LAST_APPLIED, state.last_applied.as_ref())
-                    .map_err(|e| engine(e.into()))?;
-                put_log_id(META_LAST_DATA, state.last_data.as_ref())
-                    .map_err(|e| engine(e.into()))?;
-            }
-            if let Some(snapshot) = snapshot {
-                put_log_id(
-                    META_SNAPSHOT_LAST_LOG_ID,
-                    snapshot.meta.last_log_id.as_ref(),
-                )
-                .map_err(|e| engine(e.into()))?;
-            }
-            if let Some(state) = state {
-                meta.insert(
-                    META_MEMBERSHIP,
-                    codec::encode_stored_membership(&state.membership).as_slice(),
-                )
-                .map_err(|e| engine(e.into()))?;
-            }
-            if let Some(snapshot) = snapshot {
-                meta.insert(
-                    META_SNAPSHOT_MEMBERSHIP,
-                    codec::encode_stored_membership(&snapshot.meta.last_membership).as_slice(),
-                )
-                .map_err(|e| engine(e.into()))?;
-                meta.insert(META_SNAPSHOT_DATA, snapshot.snapshot.as_ref())
-                    .map_err(|e| engine(e.into()))?;
-            }
-        }
-        txn.commit()
-            .map_err(|e| self.engine("committing")(e.into()))
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Bytes;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: self.state.last_applied,
-                last_membership: self.state.membership.clone(),
-            },
-            snapshot: Bytes::from(codec::encode_snapshot_data(
-                SNAPSHOT_FORMAT_VERSION,
-                self.state.last_data.as_ref(),
-            )),
+        let export = self
+            .export
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let mut stream = match export {
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => return Err(Error::Storage(error).into_io()),
+            None => return Err(io::Error::other("snapshot builder used twice")),
         };
-        let file = self.file.clone();
-        let stored = snapshot.clone();
-        blocking(move || file.write(None, Some(&stored))).await?;
-        Ok(snapshot)
+        let mut data = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk.map_err(|e| Error::Storage(e).into_io())?);
+        }
+        let data = data.freeze();
+        let n = self.snapshots.builds.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .snapshots
+            .dir
+            .join(format!("{BUILDING_PREFIX}.{}.{n}", std::process::id()));
+        let bytes = snapshot_file_bytes(&self.meta, &data);
+        let written = temp.clone();
+        blocking(move || write_synced(&written, &bytes)).await?;
+        self.snapshots.replace(temp, self.meta.clone()).await?;
+        tracing::info!(last_log_id = %show(self.meta.last_log_id.as_ref()), bytes = data.len(), "built a snapshot");
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: data,
+        })
     }
 }
 
@@ -366,58 +553,127 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        let applied_before = self.state.last_applied;
-        let mut answers = Vec::new();
+        /// An entry's answer: known now, or the response of batch `i` of
+        /// the pending group.
+        enum Answer {
+            Now(Response),
+            Batch(usize),
+        }
+        let mut committed = self.state.clone();
+        let mut batches: Vec<WriteBatch> = Vec::new();
+        let mut bytes = 0usize;
+        let mut answers: Vec<(ApplyResponder<TypeConfig>, Answer)> = Vec::new();
         let mut failure = None;
-        while let Some(item) = entries.next().await {
-            let (entry, responder) = match item {
-                Ok(item) => item,
-                Err(error) => {
+        loop {
+            let item = match entries.next().await {
+                None => None,
+                Some(Ok(item)) => Some(item),
+                Some(Err(error)) => {
                     failure = Some(error);
-                    break;
+                    None
                 }
             };
-            let log_id = entry.log_id;
-            let response = match entry.payload {
-                EntryPayload::Blank => Response::Empty,
-                EntryPayload::Normal(command) => match self.apply_command(command).await {
-                    Ok(response) => {
-                        self.state.last_data = Some(log_id);
-                        response
+            // Flush the group at the end, or before it would break a limit.
+            let flush = match &item {
+                None => true,
+                Some((entry, _)) => match &entry.payload {
+                    EntryPayload::Normal(Command::Batch(batch)) => {
+                        !batches.is_empty()
+                            && (batches.len() >= shoal_storage::limits::GROUP_BATCHES_MAX
+                                || bytes + batch.payload_bytes()
+                                    > shoal_storage::limits::GROUP_BYTES_MAX)
                     }
-                    Err(error) => {
-                        tracing::error!(%log_id, %error, "applying a replicated batch failed");
-                        failure = Some(error.into_io());
-                        break;
-                    }
+                    _ => false,
                 },
+            };
+            if flush && self.state != committed {
+                let group = std::mem::take(&mut batches);
+                bytes = 0;
+                let results = match self.commit_group(group).await {
+                    Ok(results) => results,
+                    Err(error) => {
+                        // Nothing of the group (marker included) landed.
+                        tracing::error!(
+                            last_applied = %show(committed.last_applied.as_ref()),
+                            %error,
+                            "committing replicated entries failed"
+                        );
+                        self.state = committed;
+                        return Err(error.into_io());
+                    }
+                };
+                // The group and its marker are durable from here on.
+                let responses = match results
+                    .into_iter()
+                    .map(response)
+                    .collect::<Result<Vec<_>>>()
+                {
+                    Ok(responses) => responses,
+                    Err(error) => {
+                        tracing::error!(
+                            last_applied = %show(self.state.last_applied.as_ref()),
+                            %error,
+                            "a replicated batch failed in a way that is not deterministic"
+                        );
+                        return Err(error.into_io());
+                    }
+                };
+                committed = self.state.clone();
+                for (responder, answer) in answers.drain(..) {
+                    let response = match answer {
+                        Answer::Now(response) => response,
+                        Answer::Batch(i) => responses.get(i).cloned().unwrap_or_default(),
+                    };
+                    responder.send(response);
+                }
+            }
+            let Some((entry, responder)) = item else {
+                break;
+            };
+            let log_id = entry.log_id;
+            if Some(log_id) <= self.state.last_applied {
+                // Already in storage (openraft never re-sends these; a
+                // caller might): applying it again would double-count.
+                tracing::warn!(%log_id, "skipping an entry that is already applied");
+                if let Some(responder) = responder {
+                    answers.push((responder, Answer::Now(Response::Empty)));
+                }
+                continue;
+            }
+            let answer = match entry.payload {
+                EntryPayload::Blank => Answer::Now(Response::Empty),
+                EntryPayload::Normal(Command::Batch(batch)) => {
+                    self.state.last_data = Some(log_id);
+                    bytes += batch.payload_bytes();
+                    batches.push(batch);
+                    Answer::Batch(batches.len() - 1)
+                }
                 EntryPayload::Membership(membership) => {
                     self.state.membership = StoredMembership::new(Some(log_id), membership);
-                    Response::Empty
+                    Answer::Now(Response::Empty)
                 }
             };
             self.state.last_applied = Some(log_id);
             if let Some(responder) = responder {
-                answers.push((responder, response));
+                answers.push((responder, answer));
             }
         }
-        // Record what did apply, even when stopping on a failure.
-        if self.state.last_applied != applied_before {
-            self.persist().await?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(()),
         }
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        for (responder, response) in answers {
-            responder.send(response);
-        }
-        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
-            file: self.file.clone(),
-            state: self.state.clone(),
+            snapshots: self.snapshots.clone(),
+            meta: SnapshotMeta {
+                last_log_id: self.state.last_applied,
+                last_membership: self.state.membership.clone(),
+            },
+            // Started here, between apply calls: the export's read snapshot
+            // is exactly `meta`'s log position.
+            export: std::sync::Mutex::new(Some(self.storage.export(ShardRange::ALL).await)),
         }
     }
 
@@ -426,49 +682,52 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Bytes) -> io::Result<()> {
-        let unsupported = |reason: String| Error::SnapshotUnsupported { reason }.into_io();
-        let (version, last_data) = codec::decode_snapshot_data(&snapshot)
-            .map_err(|e| unsupported(format!("undecodable snapshot data: {e}")))?;
-        if version != SNAPSHOT_FORMAT_VERSION {
-            return Err(unsupported(format!(
-                "snapshot data format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}"
+        let refuse = |reason: String| Error::SnapshotUnsupported { reason }.into_io();
+        let temp = self.snapshots.dir.join(INSTALLING_FILE);
+        let bytes = snapshot_file_bytes(meta, &snapshot);
+        let written = temp.clone();
+        blocking(move || write_synced(&written, &bytes)).await?;
+
+        let stream = shoal_storage::snapshot::stream_from_chunks(vec![Ok(snapshot)]);
+        if let Err(error) = self.storage.import(stream).await {
+            let _ = std::fs::remove_file(&temp);
+            return Err(match error {
+                error @ (shoal_storage::Error::Decode { .. }
+                | shoal_storage::Error::UnsupportedSnapshot { .. }) => {
+                    refuse(format!("its data does not import: {error}"))
+                }
+                error => Error::Storage(error).into_io(),
+            });
+        }
+        // The dataset is now the snapshot's, marker included.
+        let imported = read_marker(&self.storage, &self.marker_key, &self.snapshots.dir)
+            .await
+            .map_err(Error::into_io)?
+            .unwrap_or_default();
+        self.state = imported;
+        if self.state.last_applied != meta.last_log_id
+            || self.state.membership != meta.last_membership
+        {
+            let _ = std::fs::remove_file(&temp);
+            return Err(refuse(format!(
+                "its meta says log entry {} but its data's applied marker says {} \
+                 (or the memberships differ); the imported data stays",
+                show(meta.last_log_id.as_ref()),
+                show(self.state.last_applied.as_ref()),
             )));
         }
-        if last_data > self.state.last_applied {
-            return Err(unsupported(format!(
-                "it covers data up to log entry {} but this node has applied only up to {}; \
-                 the storage layer cannot transfer entity data yet",
-                display(last_data.as_ref()),
-                display(self.state.last_applied.as_ref()),
-            )));
-        }
-        if self.state.last_applied > meta.last_log_id {
-            return Err(unsupported(format!(
-                "it ends at log entry {} but this node has applied up to {}",
-                display(meta.last_log_id.as_ref()),
-                display(self.state.last_applied.as_ref()),
-            )));
-        }
-        let mut state = self.state.clone();
-        state.last_applied = meta.last_log_id;
-        state.membership = meta.last_membership.clone();
-        let stored = Snapshot {
-            meta: meta.clone(),
-            snapshot,
-        };
-        let file = self.file.clone();
-        let written = state.clone();
-        blocking(move || file.write(Some(&written), Some(&stored))).await?;
-        self.state = state;
+        self.snapshots.replace(temp, meta.clone()).await?;
+        tracing::info!(last_log_id = %show(meta.last_log_id.as_ref()), "installed a snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
-        self.file.read_snapshot().map_err(Error::into_io)
+        let snapshots = self.snapshots.clone();
+        blocking(move || snapshots.read_current()).await
     }
 }
 
-fn display(log_id: Option<&LogId>) -> String {
+fn show(log_id: Option<&LogId>) -> String {
     match log_id {
         Some(log_id) => log_id.to_string(),
         None => "none".to_owned(),
@@ -481,49 +740,82 @@ mod tests {
 
     use super::*;
 
+    async fn group(sm: &StateMachine, batches: Vec<WriteBatch>) -> Result<Vec<Response>> {
+        sm.commit_group(batches)
+            .await?
+            .into_iter()
+            .map(response)
+            .collect()
+    }
+
     #[tokio::test]
     async fn responses_report_skips_and_deterministic_rejections() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        let sm = StateMachine::open(dir.path().join("state.redb"), storage)?;
+        let sm = StateMachine::open(dir.path(), storage).await?;
         let shard = ShardId::new(1);
 
         let mut batch = WriteBatch::new(shard, Epoch::new(2));
         batch.ack(RequestId::new(7), b"first".to_vec());
         let second = batch.ack(RequestId::new(7), b"second".to_vec());
-        let Response::Applied(applied) = sm.apply_command(Command::Batch(batch)).await? else {
-            panic!("expected Applied");
+        let stale = WriteBatch::new(shard, Epoch::new(1));
+        let other = EntityKey::new(ShardId::new(9), "T", "x")?;
+        let mut invalid = WriteBatch::new(shard, Epoch::new(2));
+        invalid.put_state(&other, b"wrong shard".to_vec());
+
+        let responses = group(&sm, vec![batch, stale, invalid]).await?;
+        let Response::Applied(applied) = &responses[0] else {
+            panic!("expected Applied: {responses:?}");
         };
         assert!(!applied.applied_all());
         assert_eq!(
             applied.skip_reason(second),
             Some(shoal_storage::SkipReason::ReplyExists)
         );
-
-        let stale = WriteBatch::new(shard, Epoch::new(1));
         assert_eq!(
-            sm.apply_command(Command::Batch(stale)).await?,
+            responses[1],
             Response::Rejected(Rejected::StaleEpoch {
                 shard: 1,
                 batch: 1,
                 current: 2
             })
         );
-
-        let other = EntityKey::new(ShardId::new(9), "T", "x")?;
-        let mut invalid = WriteBatch::new(shard, Epoch::new(2));
-        invalid.put_state(&other, b"wrong shard".to_vec());
         assert!(matches!(
-            sm.apply_command(Command::Batch(invalid)).await?,
+            responses[2],
             Response::Rejected(Rejected::Invalid { .. })
         ));
 
         sm.storage().close().await?;
         let closed = WriteBatch::new(shard, Epoch::new(2));
         assert!(matches!(
-            sm.apply_command(Command::Batch(closed)).await,
+            group(&sm, vec![closed]).await,
             Err(Error::Storage(shoal_storage::Error::Closed))
         ));
         Ok(())
+    }
+
+    #[test]
+    fn damaged_snapshot_files_are_errors() {
+        let path = Path::new("raft-snapshot.bin");
+        let meta = SnapshotMeta::default();
+        let good = snapshot_file_bytes(&meta, b"data");
+        let parsed = parse_snapshot_file(path, Bytes::from(good.clone())).expect("parses");
+        assert_eq!(parsed.meta, meta);
+        assert_eq!(parsed.snapshot, Bytes::from_static(b"data"));
+        for cut in 0..SNAPSHOT_PREFIX_BYTES {
+            assert!(parse_snapshot_file(path, Bytes::copy_from_slice(&good[..cut])).is_err());
+        }
+        let mut bad_magic = good.clone();
+        bad_magic[0] ^= 1;
+        assert!(parse_snapshot_file(path, Bytes::from(bad_magic)).is_err());
+        let mut bad_version = good.clone();
+        bad_version[11] = 9;
+        assert!(matches!(
+            parse_snapshot_file(path, Bytes::from(bad_version)),
+            Err(Error::UnsupportedFormat { found: 9, .. })
+        ));
+        let mut huge_header = good;
+        huge_header[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(parse_snapshot_file(path, Bytes::from(huge_header)).is_err());
     }
 }

@@ -197,13 +197,7 @@ impl Cluster {
         })
         .await?;
         let log = open_retrying(|| Ok(LogStore::open(dir.join("raft-log.redb"))?)).await?;
-        let sm = open_retrying(|| {
-            Ok(StateMachine::open(
-                dir.join("raft-state.redb"),
-                storage.clone(),
-            )?)
-        })
-        .await?;
+        let sm = StateMachine::open(&dir, storage.clone()).await?;
         let network = Network::new(endpoint.clone(), NetworkConfig::default())?;
         let raft = Raft::new(id, self.config.clone(), network, log, sm).await?;
         service.serve(raft.clone());

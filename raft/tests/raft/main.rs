@@ -36,10 +36,10 @@ pub fn init_tracing() {
 }
 
 /// A log store and a state machine over a fresh memory backend, in a temp dir.
-pub fn fresh() -> anyhow::Result<(TempDir, LogStore, StateMachine, Arc<dyn Storage>)> {
+pub async fn fresh() -> anyhow::Result<(TempDir, LogStore, StateMachine, Arc<dyn Storage>)> {
     let dir = tempfile::tempdir()?;
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let log = LogStore::open(dir.path().join("raft-log.redb"))?;
-    let sm = StateMachine::open(dir.path().join("raft-state.redb"), storage.clone())?;
+    let sm = StateMachine::open(dir.path(), storage.clone()).await?;
     Ok((dir, log, sm, storage))
 }

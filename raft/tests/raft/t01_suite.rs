@@ -11,7 +11,7 @@ struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
-        let (dir, log, sm, _storage) = crate::fresh().map_err(|e| {
+        let (dir, log, sm, _storage) = crate::fresh().await.map_err(|e| {
             StorageError::read(TypeConfig::err_from_error(&std::io::Error::other(
                 e.to_string(),
             )))

@@ -134,12 +134,9 @@ fn foreign_and_wrong_kind_files_are_refused() -> anyhow::Result<()> {
     }
     expect_corrupt(&other_meta);
 
-    tracing::info!("--- the state machine's applied-state file");
+    tracing::info!("--- an older build's applied-state file");
     let state_file = dir.path().join("raft-state.redb");
-    drop(shoal_raft::StateMachine::open(
-        &state_file,
-        std::sync::Arc::new(shoal_storage::MemoryStorage::new()),
-    )?);
+    crate::t03_state_machine::write_legacy_state_file(&state_file, None)?;
     expect_corrupt(&state_file);
     Ok(())
 }

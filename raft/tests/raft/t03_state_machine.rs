@@ -1,19 +1,21 @@
-//! [`StateMachine`]: batches land in the storage backend, stale epochs are
-//! refused, `last_applied` and membership survive a reopen, re-applying
-//! after a lost applied-state record converges (except for the documented
-//! `RescheduleMessage` case), and snapshots without the data are refused.
+//! [`StateMachine`]: batches land in the storage backend together with the
+//! applied marker (exactly once: nothing is applied twice, across reopen and
+//! a failed group), stale epochs are refused, `last_applied` and membership
+//! survive a reopen, an older build's applied-state file is migrated, and
+//! snapshots carry the data: a fresh node installs the leader's dataset.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::{blank_ent, log_id, membership_ent};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
-use shoal_raft::{Command, Entry, StateMachine, TypeConfig};
+use shoal_raft::{APPLIED_MARKER, Command, Entry, SNAPSHOT_FILE, StateMachine, TypeConfig};
 use shoal_storage::{
-    EntityKey, Epoch, MemoryStorage, Message, RequestId, ShardId, StepIndex, Storage, Timestamp,
-    WriteBatch,
+    EntityKey, Epoch, MemoryStorage, Message, MetaKey, RedbConfig, RedbStorage, RequestId, ShardId,
+    ShardRange, StepIndex, Storage, Timestamp, WriteBatch,
 };
 
 fn batch_entry(index: u64, batch: WriteBatch) -> Entry {
@@ -33,18 +35,47 @@ fn memory() -> Arc<dyn Storage> {
     Arc::new(MemoryStorage::new())
 }
 
+fn redb(path: &Path) -> anyhow::Result<Arc<dyn Storage>> {
+    Ok(Arc::new(RedbStorage::open(
+        RedbConfig::builder(path).build()?,
+    )?))
+}
+
+async fn export(storage: &Arc<dyn Storage>) -> anyhow::Result<Vec<u8>> {
+    Ok(shoal_storage::snapshot::read_to_end(storage.export(ShardRange::ALL).await?).await?)
+}
+
+/// Writes an applied-state file as builds before the applied marker did
+/// (magic `shoal-raft-state`, version 1), with `last_applied` =
+/// (term 1, node 1, `index`) if given.
+pub fn write_legacy_state_file(path: &Path, index: Option<u64>) -> anyhow::Result<()> {
+    let db = redb::Database::create(path)?;
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))?;
+        meta.insert("magic", b"shoal-raft-state".as_slice())?;
+        meta.insert("format_version", 1u32.to_be_bytes().as_slice())?;
+        if let Some(index) = index {
+            // protobuf LogId { term = 1; node_id = 2; index = 3 }
+            let index = u8::try_from(index)?;
+            meta.insert("last_applied", [0x08, 1, 0x10, 1, 0x18, index].as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn batches_apply_fence_and_survive_reopen() -> anyhow::Result<()> {
     crate::init_tracing();
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("raft-state.redb");
     let storage = memory();
     let shard = ShardId::new(4);
     let counter = EntityKey::new(shard, "Counter", "c-1")?;
 
     tracing::info!("--- membership, a batch at epoch 2, a stale one at epoch 1, a blank");
     {
-        let mut sm = StateMachine::open(&path, storage.clone())?;
+        let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
         let mut fresh = WriteBatch::new(shard, Epoch::new(2));
         fresh.put_state(&counter, b"two".to_vec());
         let mut stale = WriteBatch::new(shard, Epoch::new(1));
@@ -64,10 +95,16 @@ async fn batches_apply_fence_and_survive_reopen() -> anyhow::Result<()> {
             Some(Bytes::from_static(b"two"))
         );
         assert_eq!(storage.shard_epoch(shard).await?, Epoch::new(2));
+        assert!(
+            storage
+                .read_meta(&MetaKey::new(APPLIED_MARKER)?)
+                .await?
+                .is_some()
+        );
     }
 
-    tracing::info!("--- reopen: last_applied and membership are back");
-    let mut sm = StateMachine::open(&path, storage.clone())?;
+    tracing::info!("--- reopen: last_applied and membership are back, from storage");
+    let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
     let (applied, membership) = sm.applied_state().await?;
     assert_eq!(applied, Some(log_id::<TypeConfig>(1, 1, 4)));
     assert_eq!(membership.log_id(), &Some(log_id::<TypeConfig>(1, 1, 1)));
@@ -75,14 +112,19 @@ async fn batches_apply_fence_and_survive_reopen() -> anyhow::Result<()> {
         membership.membership().voter_ids().collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
+
+    tracing::info!("--- a fresh backend has no marker: nothing applied");
+    let other = tempfile::tempdir()?;
+    let mut fresh = StateMachine::open(other.path(), memory()).await?;
+    assert_eq!(fresh.applied_state().await?.0, None);
     Ok(())
 }
 
-/// A workflow step, a reply, a state write, a timer-free fence: the ops a
-/// crash between the backend's commit and the applied-state commit makes
-/// openraft apply a second time.
+/// A workflow step, a reply, a state write, a fence, and a reschedule:
+/// every op kind that re-applying could double-count.
 fn workflow_batches(shard: ShardId) -> anyhow::Result<Vec<WriteBatch>> {
     let order = EntityKey::new(shard, "Order", "o-1")?;
+    let mailbox = EntityKey::new(shard, "Mailbox", "m-1")?;
     let request = RequestId::new(42);
     let mut first = WriteBatch::new(shard, Epoch::new(1));
     first.enqueue(Message::new(
@@ -93,10 +135,18 @@ fn workflow_batches(shard: ShardId) -> anyhow::Result<Vec<WriteBatch>> {
         Timestamp::from_unix_ms(1_000),
     ));
     first.append_journal(&order, request, StepIndex::new(0), b"charged".to_vec());
+    first.enqueue(Message::new(
+        RequestId::new(5),
+        mailbox,
+        "handle",
+        Bytes::new(),
+        Timestamp::from_unix_ms(10),
+    ));
     let mut second = WriteBatch::new(shard, Epoch::new(1));
     second.put_state(&order, b"paid".to_vec());
     second.ack(request, b"ok".to_vec());
     second.delete_journal(&order, request);
+    second.reschedule(RequestId::new(5), Timestamp::from_unix_ms(20));
     let mut third = WriteBatch::new(shard, Epoch::new(2));
     third.append_journal(
         &order,
@@ -107,27 +157,8 @@ fn workflow_batches(shard: ShardId) -> anyhow::Result<Vec<WriteBatch>> {
     Ok(vec![first, second, third])
 }
 
-#[tokio::test]
-async fn re_applying_after_a_lost_applied_record_converges() -> anyhow::Result<()> {
-    crate::init_tracing();
-    let dir = tempfile::tempdir()?;
-    let shard = ShardId::new(1);
+async fn check_workflow(storage: &Arc<dyn Storage>, shard: ShardId) -> anyhow::Result<()> {
     let order = EntityKey::new(shard, "Order", "o-1")?;
-    let storage = memory();
-    let entries: Vec<Entry> = workflow_batches(shard)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, batch)| batch_entry(i as u64 + 1, batch))
-        .collect();
-
-    tracing::info!("--- apply once");
-    let mut sm = StateMachine::open(dir.path().join("a.redb"), storage.clone())?;
-    apply(&mut sm, entries.clone()).await?;
-
-    tracing::info!("--- the applied-state record is lost: openraft applies all of it again");
-    let mut again = StateMachine::open(dir.path().join("b.redb"), storage.clone())?;
-    apply(&mut again, entries).await?;
-
     assert_eq!(
         storage.load_state(&order).await?,
         Some(Bytes::from_static(b"paid"))
@@ -151,47 +182,106 @@ async fn re_applying_after_a_lost_applied_record_converges() -> anyhow::Result<(
         1
     );
     assert_eq!(storage.shard_epoch(shard).await?, Epoch::new(2));
+    let rescheduled = storage
+        .read_message(shard, RequestId::new(5))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("message 5 is gone"))?;
+    assert_eq!(rescheduled.attempts, 1, "one reschedule, counted once");
     Ok(())
 }
 
-/// Pins the documented exception: a re-applied `RescheduleMessage` counts
-/// an attempt twice. If the storage layer makes it idempotent (or gains an
-/// atomic applied marker), this test should change with the docs.
+/// The batches and the applied marker commit together: after a reopen
+/// (redb, closed and reopened: what a crash after `apply` leaves), the
+/// marker covers exactly the entries in storage, so re-applying the same
+/// entries is skipped and no op — not even `RescheduleMessage` — counts
+/// twice; a group that fails advances neither data nor marker.
 #[tokio::test]
-async fn re_applied_reschedule_counts_an_attempt_twice() -> anyhow::Result<()> {
+async fn batches_and_the_applied_marker_commit_together() -> anyhow::Result<()> {
     crate::init_tracing();
     let dir = tempfile::tempdir()?;
+    let data = dir.path().join("shoal.redb");
     let shard = ShardId::new(1);
-    let target = EntityKey::new(shard, "Mailbox", "m-1")?;
-    let request = RequestId::new(5);
-    let storage = memory();
-    let mut enqueue = WriteBatch::new(shard, Epoch::new(1));
-    enqueue.enqueue(Message::new(
-        request,
-        target,
-        "handle",
-        Bytes::new(),
-        Timestamp::from_unix_ms(10),
-    ));
-    let mut reschedule = WriteBatch::new(shard, Epoch::new(1));
-    reschedule.reschedule(request, Timestamp::from_unix_ms(20));
-    let entries = vec![batch_entry(1, enqueue), batch_entry(2, reschedule)];
+    let entries: Vec<Entry> = workflow_batches(shard)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, batch)| batch_entry(i as u64 + 1, batch))
+        .collect();
 
-    let mut sm = StateMachine::open(dir.path().join("a.redb"), storage.clone())?;
+    tracing::info!("--- apply once, close the backend");
+    {
+        let storage = redb(&data)?;
+        let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
+        apply(&mut sm, entries.clone()).await?;
+        check_workflow(&storage, shard).await?;
+        storage.close().await?;
+    }
+
+    tracing::info!("--- reopen: the marker is at entry 3; the same entries again change nothing");
+    let storage = redb(&data)?;
+    let before = export(&storage).await?;
+    let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
+    assert_eq!(
+        sm.applied_state().await?.0,
+        Some(log_id::<TypeConfig>(1, 1, 3))
+    );
     apply(&mut sm, entries.clone()).await?;
-    let mut again = StateMachine::open(dir.path().join("b.redb"), storage.clone())?;
-    apply(&mut again, entries).await?;
+    check_workflow(&storage, shard).await?;
+    assert_eq!(export(&storage).await?, before, "nothing re-applied");
 
-    let message = storage
-        .read_message(shard, request)
-        .await?
-        .expect("still pending");
-    assert_eq!(message.attempts, 2, "one reschedule, counted twice");
+    tracing::info!("--- a group that fails lands nothing, marker included");
+    let order = EntityKey::new(shard, "Order", "o-1")?;
+    let mut later = WriteBatch::new(shard, Epoch::new(2));
+    later.put_state(&order, b"refunded".to_vec());
+    storage.close().await?;
+    assert!(apply(&mut sm, vec![batch_entry(4, later)]).await.is_err());
+    drop(sm);
+    let storage = redb(&data)?;
+    assert_eq!(export(&storage).await?, before);
+    let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
+    assert_eq!(
+        sm.applied_state().await?.0,
+        Some(log_id::<TypeConfig>(1, 1, 3))
+    );
+    storage.close().await?;
     Ok(())
 }
 
 #[tokio::test]
-async fn snapshots_without_the_data_are_refused() -> anyhow::Result<()> {
+async fn an_older_applied_state_file_is_migrated() -> anyhow::Result<()> {
+    crate::init_tracing();
+    let dir = tempfile::tempdir()?;
+    let legacy = dir.path().join("raft-state.redb");
+    write_legacy_state_file(&legacy, Some(7))?;
+    let storage = memory();
+    let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
+    assert_eq!(
+        sm.applied_state().await?.0,
+        Some(log_id::<TypeConfig>(1, 1, 7))
+    );
+    assert!(!legacy.exists());
+    assert!(dir.path().join("raft-state.redb.migrated").exists());
+    drop(sm);
+    let mut again = StateMachine::open(dir.path(), storage).await?;
+    assert_eq!(
+        again.applied_state().await?.0,
+        Some(log_id::<TypeConfig>(1, 1, 7)),
+        "the marker is in storage now"
+    );
+
+    tracing::info!("--- a damaged one is an error naming it");
+    let other = tempfile::tempdir()?;
+    let bad = other.path().join("raft-state.redb");
+    std::fs::write(&bad, b"not a redb file at all, just some bytes")?;
+    let error = match StateMachine::open(other.path(), memory()).await {
+        Err(error) => error,
+        Ok(_) => anyhow::bail!("a damaged legacy file was accepted"),
+    };
+    assert!(error.to_string().contains("raft-state.redb"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn snapshots_carry_the_data() -> anyhow::Result<()> {
     crate::init_tracing();
     let dir = tempfile::tempdir()?;
     let shard = ShardId::new(2);
@@ -204,48 +294,92 @@ async fn snapshots_without_the_data_are_refused() -> anyhow::Result<()> {
         blank_ent::<TypeConfig>(1, 1, 3),
     ];
 
-    tracing::info!("--- the leader builds a snapshot at entry 3 (data up to entry 2)");
-    let mut leader = StateMachine::open(dir.path().join("leader.redb"), memory())?;
+    tracing::info!("--- the leader builds a snapshot at entry 3");
+    let leader_storage = memory();
+    let leader_dir = dir.path().join("leader");
+    let mut leader = StateMachine::open(&leader_dir, leader_storage.clone()).await?;
     apply(&mut leader, entries.clone()).await?;
-    let snapshot = leader
+    let mut builder = leader
         .try_create_snapshot_builder(true)
         .await
-        .expect("always builds")
-        .build_snapshot()
-        .await?;
+        .ok_or_else(|| anyhow::anyhow!("no builder"))?;
+    // Applied after the builder was made: not in the snapshot.
+    let mut after = WriteBatch::new(shard, Epoch::new(1));
+    after.put_state(&entity, b"2".to_vec());
+    apply(&mut leader, vec![batch_entry(4, after)]).await?;
+    let snapshot = builder.build_snapshot().await?;
     assert_eq!(
         snapshot.meta.last_log_id,
         Some(log_id::<TypeConfig>(1, 1, 3))
     );
-    let current = leader.get_current_snapshot().await?.expect("stored");
+    assert!(leader_dir.join(SNAPSHOT_FILE).exists());
+    let current = leader
+        .get_current_snapshot()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no current snapshot"))?;
     assert_eq!(current.meta, snapshot.meta);
+    assert_eq!(current.snapshot, snapshot.snapshot);
 
-    tracing::info!("--- a new node lacks the data: refused, nothing changes");
-    let mut empty = StateMachine::open(dir.path().join("empty.redb"), memory())?;
-    let error = empty
-        .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
-        .await
-        .expect_err("must refuse");
-    assert_eq!(error.kind(), std::io::ErrorKind::Unsupported);
-    assert!(error.to_string().contains("cannot transfer"), "{error}");
-    assert_eq!(empty.applied_state().await?.0, None);
-    assert!(empty.get_current_snapshot().await?.is_none());
-
-    tracing::info!("--- garbage snapshot data is an error, not a panic");
-    let error = empty
+    tracing::info!("--- garbage data is an error, not a panic, and changes nothing");
+    let storage = memory();
+    let node_dir = dir.path().join("new");
+    let mut node = StateMachine::open(&node_dir, storage.clone()).await?;
+    let error = node
         .install_snapshot(&snapshot.meta, Bytes::from_static(b"\xff\xff\xff"))
         .await
         .expect_err("must refuse");
-    assert_eq!(error.kind(), std::io::ErrorKind::Unsupported);
+    assert_eq!(error.kind(), std::io::ErrorKind::Unsupported, "{error}");
+    assert_eq!(node.applied_state().await?.0, None);
+    assert!(node.get_current_snapshot().await?.is_none());
+    assert_eq!(storage.load_state(&entity).await?, None);
 
-    tracing::info!("--- a follower that applied the data entry installs it");
-    let mut follower = StateMachine::open(dir.path().join("follower.redb"), memory())?;
-    apply(&mut follower, entries[..2].to_vec()).await?;
-    follower
-        .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+    tracing::info!("--- a new node installs it: the leader's data at entry 3");
+    node.install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
         .await?;
-    let (applied, membership) = follower.applied_state().await?;
+    let (applied, membership) = node.applied_state().await?;
     assert_eq!(applied, Some(log_id::<TypeConfig>(1, 1, 3)));
     assert_eq!(membership, snapshot.meta.last_membership);
+    assert_eq!(
+        storage.load_state(&entity).await?,
+        Some(Bytes::from_static(b"1"))
+    );
+    assert_eq!(export(&storage).await?, snapshot.snapshot.to_vec());
+    drop(node);
+    let mut reopened = StateMachine::open(&node_dir, storage.clone()).await?;
+    assert_eq!(
+        reopened.applied_state().await?.0,
+        Some(log_id::<TypeConfig>(1, 1, 3))
+    );
+    let installed = reopened
+        .get_current_snapshot()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("installed snapshot not kept"))?;
+    assert_eq!(installed.meta, snapshot.meta);
+
+    tracing::info!("--- a crash after the import, before the rename: open completes it");
+    drop(reopened);
+    std::fs::rename(
+        node_dir.join(SNAPSHOT_FILE),
+        node_dir.join("raft-snapshot.installing"),
+    )?;
+    std::fs::write(node_dir.join("raft-snapshot.building.1.2"), b"half")?;
+    let mut recovered = StateMachine::open(&node_dir, storage.clone()).await?;
+    let current = recovered
+        .get_current_snapshot()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("interrupted install not completed"))?;
+    assert_eq!(current.meta, snapshot.meta);
+    assert!(!node_dir.join("raft-snapshot.installing").exists());
+    assert!(!node_dir.join("raft-snapshot.building.1.2").exists());
+
+    tracing::info!("--- a meta that disagrees with the data's marker is refused");
+    let mut wrong = snapshot.meta.clone();
+    wrong.last_log_id = Some(log_id::<TypeConfig>(1, 1, 9));
+    let mut third = StateMachine::open(dir.path().join("third"), memory()).await?;
+    let error = third
+        .install_snapshot(&wrong, snapshot.snapshot.clone())
+        .await
+        .expect_err("must refuse");
+    assert!(error.to_string().contains("applied marker"), "{error}");
     Ok(())
 }

@@ -109,13 +109,7 @@ pub(crate) async fn start(
     })
     .await?;
     let log = open_retrying(|| Ok(LogStore::open(dir.join("raft-log.redb"))?)).await?;
-    let sm = open_retrying(|| {
-        Ok(StateMachine::open(
-            dir.join("raft-state.redb"),
-            storage.clone(),
-        )?)
-    })
-    .await?;
+    let sm = StateMachine::open(&dir, storage.clone()).await?;
     let config = Arc::new(shoal_raft::config("shoal-test")?);
     let raft = Raft::new(1, config, NoPeers, log, sm).await?;
     Ok((raft, storage))

@@ -1,15 +1,25 @@
-//! A snapshot replicated over the network: the leader builds a snapshot,
-//! purges its log, and a new learner can then only be caught up by
-//! snapshot — sent as chunked requests and installed through
-//! `RaftService` — after which it follows by log. (No data is written
-//! before the snapshot: a snapshot carries no entity data yet, and the
-//! state machine refuses one that would need it; see the crate docs.)
+//! A snapshot replicated over the network, carrying the data: batches are
+//! written, the leader builds a snapshot (a storage export) and purges its
+//! log, and a new learner with an empty directory can then only be caught
+//! up by snapshot — sent as chunked requests, installed through
+//! `RaftService` with `Storage::import` — after which its storage holds
+//! exactly the leader's dataset (same export bytes, applied marker
+//! included) and it follows by log.
 
 use std::time::Duration;
 
 use openraft::BasicNode;
+use openraft::rt::watch::WatchReceiver as _;
+
+use std::sync::Arc;
+
+use shoal_storage::{ShardRange, Storage};
 
 use crate::cluster::{Cluster, WAIT, has_item};
+
+async fn export(storage: &Arc<dyn Storage>) -> anyhow::Result<Vec<u8>> {
+    Ok(shoal_storage::snapshot::read_to_end(storage.export(ShardRange::ALL).await?).await?)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_learner_is_caught_up_by_snapshot() -> anyhow::Result<()> {
@@ -17,6 +27,13 @@ async fn a_new_learner_is_caught_up_by_snapshot() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(&[1, 2, 3]).await?;
     let leader = cluster.leader(&[]).await?;
     let raft = cluster.node(leader)?.raft.clone();
+
+    tracing::info!("--- data first");
+    let mut written = 0;
+    for k in 0..20 {
+        written = cluster.write(k, &[]).await?;
+    }
+    cluster.wait_applied(leader, written).await?;
 
     tracing::info!("--- the leader snapshots and purges its log");
     raft.trigger().snapshot().await?;
@@ -46,14 +63,32 @@ async fn a_new_learner_is_caught_up_by_snapshot() -> anyhow::Result<()> {
         )
         .await?;
     assert!(metrics.last_applied.is_some_and(|a| a.index >= upto));
+    let learner_storage = cluster.node(4)?.storage.clone();
+    for k in 0..20 {
+        assert!(
+            has_item(&learner_storage, k).await?,
+            "item {k} came with the snapshot"
+        );
+    }
+    let applied = raft
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .map(|a| a.index);
+    cluster.wait_applied(4, applied.unwrap_or(0)).await?;
+    assert_eq!(
+        export(&learner_storage).await?,
+        export(&cluster.node(leader)?.storage).await?,
+        "the learner's dataset (applied marker included) is the leader's"
+    );
 
     tracing::info!("--- then it follows by log");
     let mut last = 0;
-    for k in 0..5 {
+    for k in 20..25 {
         last = cluster.write(k, &[4]).await?;
     }
     cluster.wait_applied(4, last).await?;
-    for k in 0..5 {
+    for k in 0..25 {
         assert!(has_item(&cluster.node(4)?.storage, k).await?);
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
