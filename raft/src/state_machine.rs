@@ -245,6 +245,42 @@ impl StateMachine {
             .await
             .map_err(Error::Storage)
     }
+
+    /// Commits the pending `batches` (taken) with the marker of
+    /// `self.state`, returning their responses; on a failure of the whole
+    /// group, rolls `self.state` back to `committed` (nothing landed).
+    async fn flush(
+        &mut self,
+        batches: &mut Vec<WriteBatch>,
+        committed: &AppliedState,
+    ) -> io::Result<Vec<Response>> {
+        let group = std::mem::take(batches);
+        let results = match self.commit_group(group).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::error!(
+                    last_applied = %show(committed.last_applied.as_ref()),
+                    %error,
+                    "committing replicated entries failed"
+                );
+                self.state = committed.clone();
+                return Err(error.into_io());
+            }
+        };
+        // The group and its marker are durable from here on.
+        results
+            .into_iter()
+            .map(response)
+            .collect::<Result<Vec<_>>>()
+            .map_err(|error| {
+                tracing::error!(
+                    last_applied = %show(self.state.last_applied.as_ref()),
+                    %error,
+                    "a replicated batch failed in a way that is not deterministic"
+                );
+                error.into_io()
+            })
+    }
 }
 
 /// The response to one batch of a group, or the error that must stop the
@@ -586,37 +622,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     _ => false,
                 },
             };
-            if flush && self.state != committed {
-                let group = std::mem::take(&mut batches);
-                bytes = 0;
-                let results = match self.commit_group(group).await {
-                    Ok(results) => results,
-                    Err(error) => {
-                        // Nothing of the group (marker included) landed.
-                        tracing::error!(
-                            last_applied = %show(committed.last_applied.as_ref()),
-                            %error,
-                            "committing replicated entries failed"
-                        );
-                        self.state = committed;
-                        return Err(error.into_io());
-                    }
-                };
-                // The group and its marker are durable from here on.
-                let responses = match results
-                    .into_iter()
-                    .map(response)
-                    .collect::<Result<Vec<_>>>()
-                {
-                    Ok(responses) => responses,
-                    Err(error) => {
-                        tracing::error!(
-                            last_applied = %show(self.state.last_applied.as_ref()),
-                            %error,
-                            "a replicated batch failed in a way that is not deterministic"
-                        );
-                        return Err(error.into_io());
-                    }
+            if flush {
+                let responses = if self.state == committed {
+                    // Nothing new (only already-applied entries, if any).
+                    Vec::new()
+                } else {
+                    self.flush(&mut batches, &committed).await?
                 };
                 committed = self.state.clone();
                 for (responder, answer) in answers.drain(..) {
@@ -626,6 +637,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     };
                     responder.send(response);
                 }
+                bytes = 0;
             }
             let Some((entry, responder)) = item else {
                 break;
