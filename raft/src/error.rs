@@ -1,6 +1,7 @@
 //! [`enum@Error`]: everything that can go wrong in the consensus layer's own
-//! files (the Raft log file, an older build's applied-state file being migrated, the snapshot file) and when applying
-//! replicated batches.
+//! files (the Raft log file, the snapshot file, an older build's
+//! applied-state file being migrated) and when applying replicated
+//! batches.
 //!
 //! Fatal errors (I/O, corruption, an unknown format, an engine failure, a
 //! storage backend failure) mean the node must stop using the file; the rest

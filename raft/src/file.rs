@@ -1,6 +1,6 @@
-//! Opening this crate's redb files (the Raft log file, and an older build's
-//! applied-state file when migrating it): redb errors mapped to [`enum@Error`]s naming the path, and the
-//! magic / format-version check.
+//! Opening this crate's redb files (the Raft log file, and an older
+//! build's applied-state file when migrating it): redb errors mapped to
+//! [`enum@Error`]s naming the path, and the magic / format-version check.
 //!
 //! Invariant: a file is used only if its `meta` table holds the expected
 //! magic value and format version; a fresh (empty or missing) file is

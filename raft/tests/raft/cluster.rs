@@ -1,6 +1,6 @@
 //! An in-process cluster for the tests: N real nodes in one process, each
-//! with its own temp dir (redb Raft log, applied-state file and a
-//! `RedbStorage` data file), talking over loopback QUIC with certificates
+//! with its own temp dir (redb Raft log, the state machine's snapshot
+//! file and a `RedbStorage` data file holding the applied marker), talking over loopback QUIC with certificates
 //! from one dev CA, every endpoint behind one shared `NetFaults` table.
 //! Nodes bootstrap by the crate's rule; they can be killed (Raft, endpoint
 //! and storage shut down) and restarted on the same directories and port.

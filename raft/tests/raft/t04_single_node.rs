@@ -1,5 +1,5 @@
-//! A one-node openraft cluster on the real files — redb log, applied-state
-//! file and a `RedbStorage` data file: writes are answered with the state
+//! A one-node openraft cluster on the real files — redb log and a
+//! `RedbStorage` data file (holding the applied marker): writes are answered with the state
 //! machine's [`Response`], and survive a restart on the same files.
 
 use std::collections::BTreeMap;
