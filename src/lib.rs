@@ -25,6 +25,7 @@ mod node;
 pub mod server;
 pub mod shard;
 pub mod singleton;
+mod sync;
 
 pub use node::{DATA_FILE_NAME, Node, NodeBuilder, NodeError};
 pub use singleton::{SingletonContext, register_singleton, singleton};

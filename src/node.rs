@@ -27,6 +27,7 @@ use crate::entity::runtime::{Caller, DeliverTo, EntityType, Runtime, WritePath, 
 use crate::entity::{Entity, EntityClient, EntityError, Handlers};
 use crate::shard::{self, ShardGroup};
 use crate::singleton::{Singleton, SingletonContext};
+use crate::sync::lock;
 use crate::{Config, ConfigError};
 
 /// The name of the data file inside a node's data directory.
@@ -402,11 +403,7 @@ impl Node {
         if self.inner.runtime.shutting_down.load(Ordering::Acquire) {
             return Err(NodeError::ShuttingDown);
         }
-        let mut singletons = self
-            .inner
-            .singletons
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut singletons = lock(&self.inner.singletons);
         if singletons
             .get(&singleton.name)
             .is_some_and(|task| !task.is_finished())
@@ -439,11 +436,7 @@ impl Node {
 
     /// The names of the singletons running on this node, sorted.
     pub fn singletons(&self) -> Vec<String> {
-        let singletons = self
-            .inner
-            .singletons
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let singletons = lock(&self.inner.singletons);
         let mut names: Vec<String> = singletons
             .iter()
             .filter(|(_, task)| !task.is_finished())
@@ -455,10 +448,7 @@ impl Node {
 
     /// Whether the singleton called `name` is running on this node.
     pub fn singleton_running(&self, name: &str) -> bool {
-        self.inner
-            .singletons
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.singletons)
             .get(name)
             .is_some_and(|task| !task.is_finished())
     }
@@ -503,11 +493,7 @@ impl Node {
         let runtime = &self.inner.runtime;
         // Singletons first: they may still call entities while finishing.
         self.inner.stop_singletons.send_replace(true);
-        let singletons: Vec<_> = self
-            .inner
-            .singletons
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let singletons: Vec<_> = lock(&self.inner.singletons)
             .drain()
             .map(|(_, task)| task)
             .collect();
@@ -523,12 +509,7 @@ impl Node {
         }
         runtime.shutting_down.store(true, Ordering::Release);
         runtime.deliverer.stop();
-        let delivery = self
-            .inner
-            .delivery
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let delivery = lock(&self.inner.delivery).take();
         if let Some(delivery) = delivery {
             // Its in-flight deliveries end with the actors below.
             let _ = delivery.await;

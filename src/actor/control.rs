@@ -16,6 +16,7 @@ use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use super::runner::Control;
+use crate::sync::lock;
 
 /// The sending side; cheap to clone.
 #[derive(Clone)]
@@ -45,9 +46,7 @@ pub(crate) fn channel() -> (ControlSender, ControlReceiver) {
 
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, VecDeque<Control>> {
-        // Each critical section is one push or pop: a poisoned lock still
-        // guards a consistent queue.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.queue)
     }
 }
 

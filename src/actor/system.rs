@@ -21,6 +21,7 @@ use super::error::{ConfigError, RegistryError};
 use super::runner::{self, Control, Spawn};
 use super::supervisor::SupervisorStrategy;
 use super::traits::Actor;
+use crate::sync::lock;
 
 /// The mailbox capacity of actors spawned without an explicit one.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 256;
@@ -342,16 +343,11 @@ impl ActorSystem {
     }
 
     fn actors(&self) -> MutexGuard<'_, HashMap<ActorId, ControlSender>> {
-        // The maps stay consistent even if a holder panicked: every critical
-        // section is a single insert or remove.
-        self.inner.actors.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.actors)
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.inner
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.registry)
     }
 }
 

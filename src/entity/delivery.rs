@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +36,7 @@ use super::error::EntityError;
 use super::runtime::now;
 use super::writes::WritePath;
 use crate::Config;
+use crate::sync::{Waiters, lock};
 
 /// Due messages read from one shard per pass.
 const DUE_SCAN_ITEMS_MAX: usize = 256;
@@ -61,14 +62,10 @@ pub(crate) struct Deliverer {
     shards: Mutex<HashMap<ShardId, u64>>,
     generation: AtomicU64,
     in_flight: Mutex<HashSet<RequestId>>,
-    replies: Mutex<HashMap<RequestId, Arc<Notify>>>,
+    /// Senders waiting for a message's outcome.
+    replies: Waiters<RequestId>,
     wake: Notify,
     stopping: AtomicBool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is one map operation: a poisoned map is intact.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Deliverer {
@@ -87,7 +84,7 @@ impl Deliverer {
             shards: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             in_flight: Mutex::new(HashSet::new()),
-            replies: Mutex::new(HashMap::new()),
+            replies: Waiters::new(),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
         })
@@ -96,7 +93,7 @@ impl Deliverer {
     pub(crate) fn add_target(&self, entity_type: &str, target: Arc<dyn Deliver>) {
         self.targets
             .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(entity_type.to_owned(), target);
     }
 
@@ -149,11 +146,9 @@ impl Deliverer {
         self.wake.notify_one();
         self.targets
             .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        for waker in lock(&self.replies).values() {
-            waker.notify_waiters();
-        }
+        self.replies.wake_all();
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -203,7 +198,7 @@ impl Deliverer {
         let target = self
             .targets
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .get(message.target.entity_type())
             .cloned();
         let result = match target {
@@ -246,9 +241,7 @@ impl Deliverer {
             tracing::warn!(%shard, %error, "cannot record a delivery outcome; it will be retried");
         }
         lock(&self.in_flight).remove(&request);
-        if let Some(waker) = lock(&self.replies).get(&request) {
-            waker.notify_waiters();
-        }
+        self.replies.wake(&request);
         self.wake.notify_one();
     }
 
@@ -259,20 +252,9 @@ impl Deliverer {
             .min(RETRY_BACKOFF_MAX)
     }
 
-    /// The notifier woken when `request`'s delivery outcome is recorded.
-    pub(crate) fn reply_waker(&self, request: RequestId) -> Arc<Notify> {
-        lock(&self.replies).entry(request).or_default().clone()
-    }
-
-    pub(crate) fn forget_reply_waker(&self, request: RequestId, waker: Arc<Notify>) {
-        let mut replies = lock(&self.replies);
-        if replies
-            .get(&request)
-            .is_some_and(|w| Arc::ptr_eq(w, &waker))
-            && Arc::strong_count(&waker) == 2
-        {
-            replies.remove(&request);
-        }
+    /// Senders waiting for a message's outcome, by request id.
+    pub(crate) fn replies(&self) -> &Waiters<RequestId> {
+        &self.replies
     }
 
     /// The dead letter of `request` in `shard`, if it was dead-lettered.

@@ -18,9 +18,8 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -30,7 +29,6 @@ use shoal_storage::{
     DeferredValue, EntityKey, Message as StoredMessage, RequestId, SkipReason, StepIndex, Storage,
     Timestamp,
 };
-use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -45,6 +43,7 @@ pub(crate) use super::writes::WritePath;
 use crate::Config;
 use crate::actor::{Actor, ActorSystem, Addr, Context, Handler, Message, SendError};
 use crate::shard::{self, ShardGroup};
+use crate::sync::{Waiters, lock};
 
 /// Stripes of the active-entity map: calls to different entities rarely
 /// contend on one lock.
@@ -95,7 +94,7 @@ pub(crate) struct EntityType<E: Entity> {
     /// Workflow executions running in this process, by execution id.
     running: Mutex<HashMap<RequestId, Execution>>,
     /// Workflows waiting on deferreds, by (entity id, deferred name).
-    deferred_waiters: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    deferred_waiters: Waiters<(String, String)>,
 }
 
 /// Who is calling.
@@ -124,28 +123,13 @@ impl<E: Entity> EntityType<E> {
             runtime,
             active: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
             running: Mutex::new(HashMap::new()),
-            deferred_waiters: Mutex::new(HashMap::new()),
+            deferred_waiters: Waiters::new(),
         }
     }
 
-    /// The notifier a workflow waiting on deferred `name` of `key` awaits.
-    pub(crate) fn deferred_waker(&self, key: &EntityKey, name: &str) -> Arc<Notify> {
-        lock(&self.deferred_waiters)
-            .entry((key.entity_id().to_owned(), name.to_owned()))
-            .or_default()
-            .clone()
-    }
-
-    /// Drops the notifier once its last waiter is done with it.
-    pub(crate) fn forget_deferred_waker(&self, key: &EntityKey, name: &str, waker: Arc<Notify>) {
-        let mut waiters = lock(&self.deferred_waiters);
-        let id = (key.entity_id().to_owned(), name.to_owned());
-        // Two references: the map's and ours.
-        if waiters.get(&id).is_some_and(|w| Arc::ptr_eq(w, &waker))
-            && Arc::strong_count(&waker) == 2
-        {
-            waiters.remove(&id);
-        }
+    /// Workflows waiting on deferreds, by (entity id, deferred name).
+    pub(crate) fn deferred_waiters(&self) -> &Waiters<(String, String)> {
+        &self.deferred_waiters
     }
 
     /// Resolves deferred `name` of `key`: the first resolution wins.
@@ -161,12 +145,8 @@ impl<E: Entity> EntityType<E> {
         let mut batch = self.runtime.writes.batch(key.shard());
         let op = batch.resolve_deferred(key, name, value);
         let outcome = self.runtime.writes.commit(batch).await?;
-        let waker = lock(&self.deferred_waiters)
-            .get(&(key.entity_id().to_owned(), name.to_owned()))
-            .cloned();
-        if let Some(waker) = waker {
-            waker.notify_waiters();
-        }
+        self.deferred_waiters
+            .wake(&(key.entity_id().to_owned(), name.to_owned()));
         if outcome.skip_reason(op) == Some(SkipReason::DeferredResolved) {
             return Err(EntityError::DeferredAlreadyResolved {
                 entity: format!("{}/{}", E::NAME, key.entity_id()),
@@ -325,33 +305,24 @@ impl<E: Entity> EntityType<E> {
         send: &PersistedSend,
     ) -> Result<Bytes, EntityError> {
         let deliverer = &self.runtime.deliverer;
-        let waker = deliverer.reply_waker(send.request_id());
-        let outcome = loop {
-            let mut notified = pin!(waker.notified());
-            notified.as_mut().enable();
-            if let Some(reply) = self
-                .runtime
-                .storage
-                .read_reply(send.shard(), send.request_id())
-                .await?
-            {
-                break Ok(reply);
-            }
-            if let Some(letter) = deliverer
-                .dead_letter(send.shard(), send.request_id())
-                .await?
-            {
-                break Err(EntityError::DeadLettered {
-                    reason: letter.reason,
-                });
-            }
-            if deliverer.is_stopping() {
-                break Err(EntityError::ShuttingDown);
-            }
-            notified.await;
-        };
-        deliverer.forget_reply_waker(send.request_id(), waker);
-        outcome
+        let (shard, request) = (send.shard(), send.request_id());
+        let waiter = deliverer.replies().waiter(request);
+        waiter
+            .wait_for(|| async {
+                if let Some(reply) = self.runtime.storage.read_reply(shard, request).await? {
+                    return Ok(Some(Ok(reply)));
+                }
+                if let Some(letter) = deliverer.dead_letter(shard, request).await? {
+                    return Ok(Some(Err(EntityError::DeadLettered {
+                        reason: letter.reason,
+                    })));
+                }
+                if deliverer.is_stopping() {
+                    return Ok(Some(Err(EntityError::ShuttingDown)));
+                }
+                Ok::<_, EntityError>(None)
+            })
+            .await?
     }
 
     /// Runs (or joins, or answers from storage) the workflow execution
@@ -543,11 +514,6 @@ impl<E: Entity> EntityType<E> {
             false
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is one map operation: a poisoned map is intact.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The state of an active entity.

@@ -21,7 +21,6 @@
 //! journal (another handler or target) is a divergence: the execution stops
 //! and stays pending, and the caller gets [`EntityError::JournalDivergence`].
 
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -268,17 +267,14 @@ impl<E: Entity> WorkflowContext<E> {
         label: &str,
     ) -> Result<Bytes, EntityError> {
         let storage = &self.ty.runtime().storage;
-        let waker = self.ty.deferred_waker(&self.key, name);
-        let value = loop {
-            // Registered before the read, so a resolution in between wakes us.
-            let mut notified = pin!(waker.notified());
-            notified.as_mut().enable();
-            if let Some(value) = storage.read_deferred(&self.key, name).await? {
-                break value;
-            }
-            notified.await;
-        };
-        self.ty.forget_deferred_waker(&self.key, name, waker);
+        let waiter = self
+            .ty
+            .deferred_waiters()
+            .waiter((self.key.entity_id().to_owned(), name.to_owned()));
+        let value = waiter
+            .wait_for(|| storage.read_deferred(&self.key, name))
+            .await?;
+        drop(waiter);
         let reply = match value {
             DeferredValue::Success(bytes) => encode(&Ok::<Bytes, String>(bytes), "deferred")?,
             DeferredValue::Failure(failure) => encode(&Err::<Bytes, String>(failure), "deferred")?,
