@@ -3,13 +3,13 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use shoal_storage::{DeferredValue, EntityKey, RequestId, ShardId, Timestamp};
 
 use super::codec::{decode, encode};
 use super::error::EntityError;
-use super::runtime::{Caller, EntityType};
+use super::runtime::{Caller, EntityType, timestamp};
 use super::traits::{Callable, Entity, Payload};
 
 /// A typed handle on one entity, from [`crate::Node::client`]. Cheap to
@@ -136,11 +136,7 @@ impl<E: Entity> EntityClient<E> {
     where
         H: Callable<E, K>,
     {
-        let ms = at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        self.send_persisted_inner::<H, K>(handler, params, key, Some(Timestamp::from_unix_ms(ms)))
+        self.send_persisted_inner::<H, K>(handler, params, key, Some(timestamp(at)))
             .await
     }
 

@@ -36,7 +36,7 @@ use super::client::{KeySource, PersistedSend, request_id};
 use super::codec::{decode, encode};
 use super::delivery::{Deliver, Deliverer};
 use super::error::EntityError;
-use super::handlers::{HandlerKind, Handlers, Registered};
+use super::handlers::{HandlerKind, Handlers, Outcome, Registered};
 use super::traits::{Entity, Visibility};
 use super::workflow::{JournalRecord, WorkflowContext};
 pub(crate) use super::writes::WritePath;
@@ -149,7 +149,7 @@ impl<E: Entity> EntityType<E> {
             .wake(&(key.entity_id().to_owned(), name.to_owned()));
         if outcome.skip_reason(op) == Some(SkipReason::DeferredResolved) {
             return Err(EntityError::DeferredAlreadyResolved {
-                entity: format!("{}/{}", E::NAME, key.entity_id()),
+                entity: label::<E>(key),
                 name: name.to_owned(),
             });
         }
@@ -241,11 +241,7 @@ impl<E: Entity> EntityType<E> {
                 Err(_) => break,
             }
         }
-        Err(EntityError::Unavailable(format!(
-            "{}/{}",
-            E::NAME,
-            key.entity_id()
-        )))
+        Err(EntityError::Unavailable(label::<E>(key)))
     }
 
     /// The handler `handler`, if `caller` may call it.
@@ -551,10 +547,6 @@ impl<E: Entity> EntityActor<E> {
         };
     }
 
-    fn entity_name(&self) -> String {
-        format!("{}/{}", E::NAME, self.key.entity_id())
-    }
-
     async fn handle_invoke(&mut self, invoke: Invoke<E>) -> Result<Bytes, EntityError> {
         let ty = self.ty.clone();
         let runtime = &ty.runtime;
@@ -583,7 +575,7 @@ impl<E: Entity> EntityActor<E> {
             Loaded::Ready(state) => state,
             Loaded::Unreadable(reason) => {
                 return Err(EntityError::StateUnreadable {
-                    entity: format!("{}/{}", E::NAME, self.key.entity_id()),
+                    entity: label::<E>(&self.key),
                     reason: reason.clone(),
                 });
             }
@@ -594,47 +586,51 @@ impl<E: Entity> EntityActor<E> {
             .handler
             .call(&self.ty.entity, &self.key, state, &invoke.params);
         let outcome = match AssertUnwindSafe(run).catch_unwind().await {
-            Ok(Ok(outcome)) => outcome,
-            // Undecodable parameters (the handler never ran) or an
-            // unencodable reply (it ran): either way nothing may stick.
-            Ok(Err(e)) => {
-                if is_activity {
-                    self.restore();
-                }
-                return Err(e);
+            Ok(Ok(outcome)) if !is_activity => return Ok(outcome.reply),
+            Ok(Ok(outcome)) => {
+                self.commit_activity(&invoke, outcome, request, journal)
+                    .await
             }
+            // Undecodable parameters (the handler never ran) or an
+            // unencodable reply (it ran).
+            Ok(Err(e)) => Err(e),
             Err(panic) => {
-                if is_activity {
-                    self.restore();
-                }
                 let failure = crate::actor::Failure::from_panic(panic);
-                tracing::warn!(entity = %self.entity_name(), handler = invoke.handler.name, %failure, "handler panicked");
-                return Err(EntityError::HandlerPanicked {
+                tracing::warn!(entity = %label::<E>(&self.key), handler = invoke.handler.name, %failure, "handler panicked");
+                Err(EntityError::HandlerPanicked {
                     handler: invoke.handler.name.to_owned(),
                     message: failure.message().to_owned(),
-                });
+                })
             }
         };
-        if !is_activity {
-            return Ok(outcome.reply);
-        }
-        let mut batch = runtime.writes.batch(self.key.shard());
-        let new_state = if outcome.commit {
-            match &self.state {
-                Loaded::Ready(state) => match encode(state, "state") {
-                    Ok(bytes) => Some(bytes),
-                    Err(e) => {
-                        self.restore();
-                        return Err(e);
-                    }
-                },
-                _ => None,
-            }
-        } else {
-            // The activity failed: discard whatever it changed.
+        // An activity that did not commit leaves nothing behind in memory
+        // either: the entity goes on from its last committed state.
+        if outcome.is_err() && is_activity {
             self.restore();
-            None
+        }
+        outcome
+    }
+
+    /// Persists what an activity did: on `Ok`, its new state; with a
+    /// request id, its reply; in a workflow, its journal entry — all in one
+    /// batch. An activity that returned `Err` keeps none of its changes
+    /// (its reply and journal entry are still recorded).
+    async fn commit_activity(
+        &mut self,
+        invoke: &Invoke<E>,
+        outcome: Outcome,
+        request: Option<RequestId>,
+        journal: Option<JournalSlot>,
+    ) -> Result<Bytes, EntityError> {
+        let writes = self.ty.runtime.writes.clone();
+        let mut batch = writes.batch(self.key.shard());
+        let new_state = match (&self.state, outcome.commit) {
+            (Loaded::Ready(state), true) => Some(encode(state, "state")?),
+            _ => None,
         };
+        if !outcome.commit {
+            self.restore();
+        }
         if let Some(bytes) = &new_state {
             batch.put_state(&self.key, bytes.clone());
         }
@@ -647,21 +643,10 @@ impl<E: Entity> EntityActor<E> {
                 target: String::new(),
                 reply: outcome.reply.clone(),
             };
-            match record.encode() {
-                Ok(entry) => {
-                    batch.append_journal(&self.key, slot.execution, slot.step, entry);
-                }
-                Err(e) => {
-                    self.restore();
-                    return Err(e);
-                }
-            }
+            batch.append_journal(&self.key, slot.execution, slot.step, record.encode()?);
         }
-        if !batch.is_empty()
-            && let Err(e) = runtime.writes.commit(batch).await
-        {
-            self.restore();
-            return Err(e.into());
+        if !batch.is_empty() {
+            writes.commit(batch).await?;
         }
         if new_state.is_some() {
             self.committed = new_state;
@@ -680,7 +665,7 @@ impl<E: Entity> Actor for EntityActor<E> {
                     Loaded::Ready(state)
                 }
                 Err(e) => {
-                    tracing::error!(entity = %self.entity_name(), error = %e, "stored state is unreadable");
+                    tracing::error!(entity = %label::<E>(&self.key), error = %e, "stored state is unreadable");
                     Loaded::Unreadable(e.to_string())
                 }
             },
@@ -747,11 +732,21 @@ impl<E: Entity> Handler<CheckIdle> for EntityActor<E> {
 
 /// Now, as a storage timestamp.
 pub(crate) fn now() -> Timestamp {
-    let ms = SystemTime::now()
+    timestamp(SystemTime::now())
+}
+
+/// `at` as a storage timestamp (Unix milliseconds; before 1970 is 0).
+pub(crate) fn timestamp(at: SystemTime) -> Timestamp {
+    let ms = at
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
     Timestamp::from_unix_ms(ms)
+}
+
+/// How errors and logs name an entity: `Type/id`.
+pub(crate) fn label<E: Entity>(key: &EntityKey) -> String {
+    format!("{}/{}", E::NAME, key.entity_id())
 }
 
 /// Delivers persisted messages to entities of type `E`.
