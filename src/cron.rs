@@ -52,6 +52,7 @@ use futures::future::BoxFuture;
 use shoal_storage::{EntityKey, Timestamp};
 
 use crate::Node;
+use crate::entity::codec;
 use crate::entity::{Callable, Entity, EntityError};
 use crate::shard::{self, ShardGroup};
 use crate::singleton::{Singleton, SingletonContext, singleton};
@@ -271,7 +272,7 @@ impl CronJob {
         let storage = node.storage();
         let writes = node.writes();
         let mut cursor = match storage.load_state(&cursor_key).await {
-            Ok(Some(bytes)) => match rmp_serde::from_slice::<u64>(&bytes) {
+            Ok(Some(bytes)) => match codec::decode::<u64>(&bytes, "cron cursor") {
                 Ok(ms) => from_ms(ms),
                 Err(error) => {
                     tracing::error!(job = %self.name, %error, "unreadable cron cursor; starting from now");
@@ -304,11 +305,11 @@ impl CronJob {
             };
             cursor = next;
             let mut batch = writes.batch(cursor_key.shard());
-            match rmp_serde::to_vec(&to_ms(next)) {
+            match codec::encode(&to_ms(next), "cron cursor") {
                 Ok(bytes) => {
                     batch.put_state(&cursor_key, bytes);
                 }
-                Err(error) => panic!("cannot encode a cron cursor: {error}"),
+                Err(error) => panic!("{error}"),
             }
             if let Err(error) = writes.commit(batch).await {
                 // The run is scheduled; a lost cursor only means the next

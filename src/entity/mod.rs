@@ -26,7 +26,7 @@
 //! and re-activated with its state from storage on the next call.
 
 mod client;
-mod codec;
+pub(crate) mod codec;
 mod context;
 pub(crate) mod delivery;
 mod error;

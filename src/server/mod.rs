@@ -21,6 +21,7 @@ use prost::Message as _;
 use shoal_transport::{Endpoint, Identity, Kind, NodeId, Peer, RemoteError, Router};
 
 use crate::Node;
+use crate::entity::codec;
 use crate::entity::{Callable, Entity, EntityError};
 
 pub use proto::{CallRequest, StatusReply};
@@ -180,11 +181,9 @@ impl Client {
     {
         let _ = handler;
         let params =
-            rmp_serde::to_vec_named(&params).map_err(|e| ClientError::Encode(e.to_string()))?;
-        let reply = self
-            .call_raw(E::NAME, entity_id, H::NAME, Bytes::from(params))
-            .await?;
-        rmp_serde::from_slice(&reply).map_err(|e| ClientError::Decode(e.to_string()))
+            codec::encode(&params, "parameters").map_err(|e| ClientError::Encode(e.to_string()))?;
+        let reply = self.call_raw(E::NAME, entity_id, H::NAME, params).await?;
+        codec::decode(&reply, "reply").map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// The node's status.
