@@ -16,14 +16,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use shoal_storage::{DeadLetter, MemoryStorage, RedbConfig, RedbStorage, ShardId, Storage};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actor::ActorSystem;
 use crate::entity::delivery::Deliverer;
-use crate::entity::runtime::{Caller, DeliverTo, EntityType, Runtime, WritePath, now};
+use crate::entity::runtime::{AnyEntityType, EntityType, Runtime, WritePath, now};
 use crate::entity::{Entity, EntityClient, EntityError, Handlers};
 use crate::shard::{self, ShardGroup};
 use crate::singleton::{Singleton, SingletonContext};
@@ -105,51 +104,7 @@ fn all_shards(types: &HashMap<&'static str, Registered>, shards_per_group: u32) 
 
 struct Registered {
     typed: Arc<dyn Any + Send + Sync>,
-    erased: Arc<dyn ErasedType>,
-}
-
-/// An entity type without its Rust type, for calls by name.
-trait ErasedType: Send + Sync {
-    fn invoke(
-        &self,
-        id: &str,
-        handler: &str,
-        params: Bytes,
-    ) -> BoxFuture<'static, Result<Bytes, EntityError>>;
-    fn active_count(&self) -> usize;
-    fn group(&self) -> ShardGroup;
-    fn abort_workflows(&self);
-}
-
-struct Erased<E: Entity>(Arc<EntityType<E>>);
-
-impl<E: Entity> ErasedType for Erased<E> {
-    fn invoke(
-        &self,
-        id: &str,
-        handler: &str,
-        params: Bytes,
-    ) -> BoxFuture<'static, Result<Bytes, EntityError>> {
-        let ty = self.0.clone();
-        let key = ty.key(id);
-        let handler = handler.to_owned();
-        Box::pin(async move {
-            ty.invoke(&key?, &handler, params, None, Caller::Client)
-                .await
-        })
-    }
-
-    fn active_count(&self) -> usize {
-        self.0.active_count()
-    }
-
-    fn group(&self) -> ShardGroup {
-        self.0.group()
-    }
-
-    fn abort_workflows(&self) {
-        self.0.abort_workflows();
-    }
+    erased: Arc<dyn AnyEntityType>,
 }
 
 type Registration =
@@ -207,14 +162,12 @@ impl NodeBuilder {
                     });
                 }
                 let ty = Arc::new(EntityType::new(entity, handlers, runtime.clone()));
-                runtime
-                    .deliverer
-                    .add_target(E::NAME, Arc::new(DeliverTo(ty.clone())));
+                runtime.deliverer.add_target(E::NAME, ty.clone());
                 Ok((
                     E::NAME,
                     Registered {
                         typed: ty.clone(),
-                        erased: Arc::new(Erased(ty)),
+                        erased: ty,
                     },
                 ))
             }));
@@ -376,7 +329,11 @@ impl Node {
             .types
             .get(entity_type)
             .ok_or_else(|| EntityError::UnknownEntityType(entity_type.to_owned()))?;
-        ty.erased.invoke(entity_id, handler, params).await
+        let key = ty.erased.key(entity_id)?;
+        ty.erased
+            .clone()
+            .invoke_raw(key, handler, params, None)
+            .await
     }
 
     /// The node's settings.

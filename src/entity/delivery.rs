@@ -27,12 +27,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::future::BoxFuture;
 use shoal_storage::{DeadLetter, Message as StoredMessage, RequestId, ShardId, Storage, Timestamp};
 use tokio::sync::Notify;
 
 use super::error::EntityError;
+use super::runtime::AnyEntityType;
 use super::runtime::now;
 use super::writes::WritePath;
 use crate::Config;
@@ -44,11 +43,6 @@ const DUE_SCAN_ITEMS_MAX: usize = 256;
 /// The longest retry delay.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-/// Delivers one message to its entity type.
-pub(crate) trait Deliver: Send + Sync {
-    fn deliver(&self, message: StoredMessage) -> BoxFuture<'static, Result<Bytes, EntityError>>;
-}
-
 /// The node's delivery task and what it shares with senders.
 pub(crate) struct Deliverer {
     storage: Arc<dyn Storage>,
@@ -56,7 +50,7 @@ pub(crate) struct Deliverer {
     poll_interval: Duration,
     max_retries: u32,
     retry_backoff: Duration,
-    targets: RwLock<HashMap<String, Arc<dyn Deliver>>>,
+    targets: RwLock<HashMap<String, Arc<dyn AnyEntityType>>>,
     /// Shards that may hold pending messages, with a generation bumped by
     /// every send, so a pass forgets a shard only if nothing arrived since.
     shards: Mutex<HashMap<ShardId, u64>>,
@@ -90,7 +84,7 @@ impl Deliverer {
         })
     }
 
-    pub(crate) fn add_target(&self, entity_type: &str, target: Arc<dyn Deliver>) {
+    pub(crate) fn add_target(&self, entity_type: &str, target: Arc<dyn AnyEntityType>) {
         self.targets
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -202,7 +196,17 @@ impl Deliverer {
             .get(message.target.entity_type())
             .cloned();
         let result = match target {
-            Some(target) => target.deliver(message.clone()).await,
+            Some(target) => {
+                let key = message.target.clone();
+                target
+                    .invoke_raw(
+                        key,
+                        &message.handler,
+                        message.payload.clone(),
+                        Some(request),
+                    )
+                    .await
+            }
             None if self.is_stopping() => Err(EntityError::ShuttingDown),
             None => Err(EntityError::UnknownEntityType(
                 message.target.entity_type().to_owned(),

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use super::client::{KeySource, PersistedSend, request_id};
 use super::codec::{decode, encode};
-use super::delivery::{Deliver, Deliverer};
+use super::delivery::Deliverer;
 use super::error::EntityError;
 use super::handlers::{HandlerKind, Handlers, Outcome, Registered};
 use super::traits::{Entity, Visibility};
@@ -154,11 +154,6 @@ impl<E: Entity> EntityType<E> {
             });
         }
         Ok(())
-    }
-
-    /// The shard group the type's entities live in.
-    pub(crate) fn group(&self) -> ShardGroup {
-        self.group
     }
 
     /// The value the type was registered with.
@@ -749,21 +744,53 @@ pub(crate) fn label<E: Entity>(key: &EntityKey) -> String {
     format!("{}/{}", E::NAME, key.entity_id())
 }
 
-/// Delivers persisted messages to entities of type `E`.
-pub(crate) struct DeliverTo<E: Entity>(pub(crate) Arc<EntityType<E>>);
+/// An entity type without its Rust type: what the node (calls by name)
+/// and the deliverer (persisted messages) need.
+pub(crate) trait AnyEntityType: Send + Sync {
+    /// The storage key of entity `id`.
+    fn key(&self, id: &str) -> Result<EntityKey, EntityError>;
+    /// Calls `handler` of entity `key` with encoded `params`, as a client
+    /// (public handlers only), with an optional request id.
+    fn invoke_raw(
+        self: Arc<Self>,
+        key: EntityKey,
+        handler: &str,
+        params: Bytes,
+        request: Option<RequestId>,
+    ) -> BoxFuture<'static, Result<Bytes, EntityError>>;
+    fn active_count(&self) -> usize;
+    fn group(&self) -> ShardGroup;
+    fn abort_workflows(&self);
+}
 
-impl<E: Entity> Deliver for DeliverTo<E> {
-    fn deliver(&self, message: StoredMessage) -> BoxFuture<'static, Result<Bytes, EntityError>> {
-        let ty = self.0.clone();
+impl<E: Entity> AnyEntityType for EntityType<E> {
+    fn key(&self, id: &str) -> Result<EntityKey, EntityError> {
+        EntityType::key(self, id)
+    }
+
+    fn invoke_raw(
+        self: Arc<Self>,
+        key: EntityKey,
+        handler: &str,
+        params: Bytes,
+        request: Option<RequestId>,
+    ) -> BoxFuture<'static, Result<Bytes, EntityError>> {
+        let handler = handler.to_owned();
         Box::pin(async move {
-            ty.invoke(
-                &message.target,
-                &message.handler,
-                message.payload,
-                Some(message.request_id),
-                Caller::Client,
-            )
-            .await
+            self.invoke(&key, &handler, params, request, Caller::Client)
+                .await
         })
+    }
+
+    fn active_count(&self) -> usize {
+        EntityType::active_count(self)
+    }
+
+    fn group(&self) -> ShardGroup {
+        self.group
+    }
+
+    fn abort_workflows(&self) {
+        EntityType::abort_workflows(self);
     }
 }
