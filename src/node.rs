@@ -5,7 +5,6 @@
 //! commit, no consensus round trip). The same entity code will run unchanged
 //! when clustering arrives: only the node's builder changes.
 
-use std::any::Any;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -83,7 +82,6 @@ pub struct Node {
 
 struct Inner {
     runtime: Arc<Runtime>,
-    types: HashMap<&'static str, Registered>,
     data_file: Option<PathBuf>,
     delivery: Mutex<Option<JoinHandle<()>>>,
     singletons: Mutex<HashMap<Arc<str>, JoinHandle<()>>>,
@@ -94,21 +92,18 @@ struct Inner {
 const SINGLETON_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Every shard of every shard group a registered type uses.
-fn all_shards(types: &HashMap<&'static str, Registered>, shards_per_group: u32) -> Vec<ShardId> {
-    let groups: BTreeSet<ShardGroup> = types.values().map(|r| r.erased.group()).collect();
+fn all_shards(runtime: &Runtime) -> Vec<ShardId> {
+    let groups: BTreeSet<ShardGroup> = runtime.all_types().map(|(_, ty)| ty.group()).collect();
+    let shards_per_group = runtime.config.shards_per_group();
     groups
         .into_iter()
         .flat_map(|group| (0..shards_per_group).map(move |index| shard::shard_id(group, index)))
         .collect()
 }
 
-struct Registered {
-    typed: Arc<dyn Any + Send + Sync>,
-    erased: Arc<dyn AnyEntityType>,
-}
-
-type Registration =
-    Box<dyn FnOnce(&Arc<Runtime>) -> Result<(&'static str, Registered), NodeError> + Send>;
+type Registration = Box<
+    dyn FnOnce(&Arc<Runtime>) -> Result<(&'static str, Arc<dyn AnyEntityType>), NodeError> + Send,
+>;
 
 /// Builds a [`Node`].
 pub struct NodeBuilder {
@@ -163,13 +158,7 @@ impl NodeBuilder {
                 }
                 let ty = Arc::new(EntityType::new(entity, handlers, runtime.clone()));
                 runtime.deliverer.add_target(E::NAME, ty.clone());
-                Ok((
-                    E::NAME,
-                    Registered {
-                        typed: ty.clone(),
-                        erased: ty,
-                    },
-                ))
+                Ok((E::NAME, ty as Arc<dyn AnyEntityType>))
             }));
         self
     }
@@ -256,15 +245,12 @@ impl NodeBuilder {
                 }
             }
         }
-        let typed = types
-            .iter()
-            .map(|(name, r)| (*name, r.typed.clone()))
-            .collect();
+        let type_count = types.len();
         // Set once, right here, before any call can run.
-        let _ = runtime.types.set(typed);
+        let _ = runtime.types.set(types);
         // Find the pending messages (and workflow executions) a crash or a
         // shutdown left behind; the deliverer takes it from there.
-        let shards = all_shards(&types, runtime.config.shards_per_group());
+        let shards = all_shards(&runtime);
         let resumed = runtime
             .deliverer
             .scan(shards)
@@ -272,12 +258,11 @@ impl NodeBuilder {
             .map_err(NodeError::Resume)?;
         let delivery = tokio::spawn(runtime.deliverer.clone().run());
         if let Some(path) = &data_file {
-            tracing::info!(path = %path.display(), entity_types = types.len(), resumed, "node started");
+            tracing::info!(path = %path.display(), entity_types = type_count, resumed, "node started");
         }
         let node = Node {
             inner: Arc::new(Inner {
                 runtime,
-                types,
                 data_file,
                 delivery: Mutex::new(Some(delivery)),
                 singletons: Mutex::new(HashMap::new()),
@@ -305,13 +290,7 @@ impl Node {
     /// A typed client for entity `id` of type `E`. If `E` is not registered
     /// or `id` is not a valid entity id, every call returns the error.
     pub fn client<E: Entity>(&self, id: impl AsRef<str>) -> EntityClient<E> {
-        let ty = self
-            .inner
-            .types
-            .get(E::NAME)
-            .and_then(|r| r.typed.clone().downcast::<EntityType<E>>().ok())
-            .ok_or_else(|| EntityError::UnknownEntityType(E::NAME.to_owned()));
-        EntityClient::new(ty, id.as_ref())
+        EntityClient::new(self.inner.runtime.entity_type::<E>(), id.as_ref())
     }
 
     /// Calls a handler by name with MessagePack-encoded parameters; the
@@ -326,14 +305,11 @@ impl Node {
     ) -> Result<Bytes, EntityError> {
         let ty = self
             .inner
-            .types
-            .get(entity_type)
+            .runtime
+            .any_type(entity_type)
             .ok_or_else(|| EntityError::UnknownEntityType(entity_type.to_owned()))?;
-        let key = ty.erased.key(entity_id)?;
-        ty.erased
-            .clone()
-            .invoke_raw(key, handler, params, None)
-            .await
+        let key = ty.key(entity_id)?;
+        ty.clone().invoke_raw(key, handler, params, None).await
     }
 
     /// The node's settings.
@@ -349,9 +325,9 @@ impl Node {
     /// How many entities are active (in memory) across all types.
     pub fn active_entities(&self) -> usize {
         self.inner
-            .types
-            .values()
-            .map(|r| r.erased.active_count())
+            .runtime
+            .all_types()
+            .map(|(_, ty)| ty.active_count())
             .sum()
     }
 
@@ -386,7 +362,12 @@ impl Node {
 
     /// The names of the registered entity types, sorted.
     pub fn entity_types(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.inner.types.keys().copied().collect();
+        let mut names: Vec<_> = self
+            .inner
+            .runtime
+            .all_types()
+            .map(|(name, _)| name)
+            .collect();
         names.sort_unstable();
         names
     }
@@ -414,7 +395,7 @@ impl Node {
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, EntityError> {
         let storage = &self.inner.runtime.storage;
         let mut letters = Vec::new();
-        for shard in all_shards(&self.inner.types, self.config().shards_per_group()) {
+        for shard in all_shards(&self.inner.runtime) {
             let mut after = None;
             while letters.len() < limit {
                 let page = storage
@@ -472,8 +453,8 @@ impl Node {
             let _ = delivery.await;
         }
         runtime.system.shutdown().await;
-        for registered in self.inner.types.values() {
-            registered.erased.abort_workflows();
+        for (_, ty) in self.inner.runtime.all_types() {
+            ty.abort_workflows();
         }
         runtime.storage.flush().await?;
         runtime.storage.close().await?;
@@ -485,7 +466,7 @@ impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Node")
             .field("data_file", &self.inner.data_file)
-            .field("entity_types", &self.inner.types.keys().collect::<Vec<_>>())
+            .field("entity_types", &self.entity_types())
             .finish()
     }
 }

@@ -59,8 +59,9 @@ pub(crate) struct Runtime {
     pub(crate) system: ActorSystem,
     pub(crate) config: Config,
     pub(crate) shutting_down: AtomicBool,
-    /// Every registered `EntityType<E>`, by name (set once at start).
-    pub(crate) types: OnceLock<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
+    /// Every registered entity type, by name (set once at start, before
+    /// any call can run).
+    pub(crate) types: OnceLock<HashMap<&'static str, Arc<dyn AnyEntityType>>>,
     /// Delivers persisted messages (and resumes pending workflows).
     pub(crate) deliverer: Arc<Deliverer>,
     /// Where every write goes.
@@ -70,11 +71,25 @@ pub(crate) struct Runtime {
 impl Runtime {
     /// The registered entity type `F`.
     pub(crate) fn entity_type<F: Entity>(&self) -> Result<Arc<EntityType<F>>, EntityError> {
+        self.any_type(F::NAME)
+            .and_then(|ty| ty.clone().as_any().downcast::<EntityType<F>>().ok())
+            .ok_or_else(|| EntityError::UnknownEntityType(F::NAME.to_owned()))
+    }
+
+    /// The registered entity type called `name`.
+    pub(crate) fn any_type(&self, name: &str) -> Option<&Arc<dyn AnyEntityType>> {
+        self.types.get().and_then(|types| types.get(name))
+    }
+
+    /// Every registered entity type.
+    pub(crate) fn all_types(
+        &self,
+    ) -> impl Iterator<Item = (&'static str, &Arc<dyn AnyEntityType>)> {
         self.types
             .get()
-            .and_then(|types| types.get(F::NAME))
-            .and_then(|ty| ty.clone().downcast::<EntityType<F>>().ok())
-            .ok_or_else(|| EntityError::UnknownEntityType(F::NAME.to_owned()))
+            .into_iter()
+            .flatten()
+            .map(|(name, ty)| (*name, ty))
     }
 }
 
@@ -761,6 +776,8 @@ pub(crate) trait AnyEntityType: Send + Sync {
     fn active_count(&self) -> usize;
     fn group(&self) -> ShardGroup;
     fn abort_workflows(&self);
+    /// Itself, for a downcast to its `EntityType<E>`.
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<E: Entity> AnyEntityType for EntityType<E> {
@@ -792,5 +809,9 @@ impl<E: Entity> AnyEntityType for EntityType<E> {
 
     fn abort_workflows(&self) {
         EntityType::abort_workflows(self);
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
     }
 }
