@@ -165,10 +165,8 @@ impl<E: Entity> WorkflowContext<E> {
         if let Some(reply) = self.journaled(step) {
             return decode(&reply, "journaled reply");
         }
-        let callee = self.ty.runtime().entity_type::<F>();
         let result = self
             .call_and_journal::<F>(
-                callee,
                 entity_id,
                 H::NAME,
                 &target,
@@ -182,14 +180,13 @@ impl<E: Entity> WorkflowContext<E> {
 
     async fn call_and_journal<F: Entity>(
         &self,
-        callee: Result<Arc<EntityType<F>>, EntityError>,
         entity_id: &str,
         handler: &str,
         target: &str,
         step: StepIndex,
         params: Bytes,
     ) -> Result<Bytes, EntityError> {
-        let callee = callee?;
+        let callee = self.ty.runtime().entity_type::<F>()?;
         let callee_key = callee.key(entity_id)?;
         let request = request_id(
             &callee_key,
@@ -199,14 +196,8 @@ impl<E: Entity> WorkflowContext<E> {
         let reply = callee
             .invoke(&callee_key, handler, params, Some(request), Caller::Client)
             .await?;
-        let record = JournalRecord {
-            handler: handler.to_owned(),
-            target: target.to_owned(),
-            reply: reply.clone(),
-        };
-        let mut batch = self.ty.runtime().writes.batch(self.key.shard());
-        batch.append_journal(&self.key, self.execution, step, record.encode()?);
-        self.ty.runtime().writes.commit(batch).await?;
+        self.journal_step(step, handler, target, reply.clone())
+            .await?;
         Ok(reply)
     }
 
@@ -225,6 +216,7 @@ impl<E: Entity> WorkflowContext<E> {
                     .journal_step(
                         step,
                         &format!("sleep {name}"),
+                        "",
                         encode(&deadline.as_unix_ms(), "deadline")?,
                     )
                     .await;
@@ -285,7 +277,7 @@ impl<E: Entity> WorkflowContext<E> {
                 });
             }
         };
-        self.journal_step(step, label, reply.clone()).await?;
+        self.journal_step(step, label, "", reply.clone()).await?;
         Ok(reply)
     }
 
@@ -294,16 +286,18 @@ impl<E: Entity> WorkflowContext<E> {
         &self,
         step: StepIndex,
         handler: &str,
+        target: &str,
         reply: Bytes,
     ) -> Result<(), EntityError> {
         let record = JournalRecord {
             handler: handler.to_owned(),
-            target: String::new(),
+            target: target.to_owned(),
             reply,
         };
-        let mut batch = self.ty.runtime().writes.batch(self.key.shard());
+        let writes = &self.ty.runtime().writes;
+        let mut batch = writes.batch(self.key.shard());
         batch.append_journal(&self.key, self.execution, step, record.encode()?);
-        self.ty.runtime().writes.commit(batch).await?;
+        writes.commit(batch).await?;
         Ok(())
     }
 
