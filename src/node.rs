@@ -157,7 +157,6 @@ impl NodeBuilder {
                     });
                 }
                 let ty = Arc::new(EntityType::new(entity, handlers, runtime.clone()));
-                runtime.deliverer.add_target(E::NAME, ty.clone());
                 Ok((E::NAME, ty as Arc<dyn AnyEntityType>))
             }));
         self
@@ -225,7 +224,9 @@ impl NodeBuilder {
             .build()
             .map_err(|_| NodeError::NoRuntime)?;
         let writes = WritePath::new(storage.clone());
-        let deliverer = Deliverer::new(storage.clone(), writes.clone(), &self.config);
+        let types = Arc::new(OnceLock::new());
+        let deliverer =
+            Deliverer::new(storage.clone(), writes.clone(), types.clone(), &self.config);
         let runtime = Arc::new(Runtime {
             deliverer,
             writes,
@@ -233,7 +234,7 @@ impl NodeBuilder {
             system,
             config: self.config,
             shutting_down: AtomicBool::new(false),
-            types: OnceLock::new(),
+            types,
         });
         let mut types = HashMap::new();
         for registration in self.registrations {

@@ -24,14 +24,14 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_storage::{DeadLetter, Message as StoredMessage, RequestId, ShardId, Storage, Timestamp};
 use tokio::sync::Notify;
 
 use super::error::EntityError;
-use super::runtime::AnyEntityType;
+use super::runtime::TypeRegistry;
 use super::runtime::now;
 use super::writes::WritePath;
 use crate::Config;
@@ -50,7 +50,8 @@ pub(crate) struct Deliverer {
     poll_interval: Duration,
     max_retries: u32,
     retry_backoff: Duration,
-    targets: RwLock<HashMap<String, Arc<dyn AnyEntityType>>>,
+    /// The entity types to deliver to (the runtime's registry).
+    types: Arc<TypeRegistry>,
     /// Shards that may hold pending messages, with a generation bumped by
     /// every send, so a pass forgets a shard only if nothing arrived since.
     shards: Mutex<HashMap<ShardId, u64>>,
@@ -66,15 +67,16 @@ impl Deliverer {
     pub(crate) fn new(
         storage: Arc<dyn Storage>,
         writes: Arc<WritePath>,
+        types: Arc<TypeRegistry>,
         config: &Config,
     ) -> Arc<Self> {
         Arc::new(Deliverer {
             storage,
             writes,
+            types,
             poll_interval: config.storage_poll_interval(),
             max_retries: config.storage_message_max_retries(),
             retry_backoff: config.storage_message_retry_backoff(),
-            targets: RwLock::new(HashMap::new()),
             shards: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             in_flight: Mutex::new(HashSet::new()),
@@ -82,13 +84,6 @@ impl Deliverer {
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
         })
-    }
-
-    pub(crate) fn add_target(&self, entity_type: &str, target: Arc<dyn AnyEntityType>) {
-        self.targets
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(entity_type.to_owned(), target);
     }
 
     /// Notes that `shard` has a new pending message and wakes the task.
@@ -138,10 +133,6 @@ impl Deliverer {
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.wake.notify_one();
-        self.targets
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
         self.replies.wake_all();
     }
 
@@ -190,10 +181,9 @@ impl Deliverer {
         let request = message.request_id;
         let shard = message.shard();
         let target = self
-            .targets
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(message.target.entity_type())
+            .types
+            .get()
+            .and_then(|types| types.get(message.target.entity_type()))
             .cloned();
         let result = match target {
             Some(target) => {
@@ -301,7 +291,12 @@ mod tests {
             .build()
             .unwrap();
         let storage: Arc<dyn Storage> = Arc::new(shoal_storage::MemoryStorage::new());
-        let d = Deliverer::new(storage.clone(), WritePath::new(storage), &config);
+        let d = Deliverer::new(
+            storage.clone(),
+            WritePath::new(storage),
+            Arc::new(std::sync::OnceLock::new()),
+            &config,
+        );
         assert_eq!(d.backoff(0), Duration::from_millis(100));
         assert_eq!(d.backoff(1), Duration::from_millis(200));
         assert_eq!(d.backoff(5), Duration::from_millis(3_200));

@@ -59,9 +59,8 @@ pub(crate) struct Runtime {
     pub(crate) system: ActorSystem,
     pub(crate) config: Config,
     pub(crate) shutting_down: AtomicBool,
-    /// Every registered entity type, by name (set once at start, before
-    /// any call can run).
-    pub(crate) types: OnceLock<HashMap<&'static str, Arc<dyn AnyEntityType>>>,
+    /// Every registered entity type (shared with the deliverer).
+    pub(crate) types: Arc<TypeRegistry>,
     /// Delivers persisted messages (and resumes pending workflows).
     pub(crate) deliverer: Arc<Deliverer>,
     /// Where every write goes.
@@ -92,6 +91,10 @@ impl Runtime {
             .map(|(name, ty)| (*name, ty))
     }
 }
+
+/// Every registered entity type, by name: set once at start, before any
+/// call can run.
+pub(crate) type TypeRegistry = OnceLock<HashMap<&'static str, Arc<dyn AnyEntityType>>>;
 
 /// A running workflow execution: its shared result and its task.
 type Execution = (
