@@ -10,13 +10,22 @@
 //! message Entry   { LogId log_id = 1;
 //!                   oneof payload { Blank blank = 2; Command normal = 3; Membership membership = 4; } }
 //! message Blank   {}
-//! message Command { oneof kind { bytes batch = 1; } }   // batch: shoal.storage.v1.WriteBatch bytes
+//! message Command { oneof kind { bytes batch = 1;          // shoal.storage.v1.WriteBatch bytes
+//!                                 ClusterCommand cluster = 2; } }
+//! message ClusterCommand { oneof kind { uint64 mark_down = 1; uint64 mark_up = 2; uint64 joining = 3;
+//!                                       uint64 joined = 4; uint64 leaving = 5; uint64 retire = 6; } }
 //! message Membership { repeated VoterSet configs = 1; repeated Node nodes = 2; }
 //! message VoterSet   { repeated uint64 voters = 1; }
 //! message Node       { uint64 id = 1; string addr = 2; }
 //! message StoredMembership { LogId log_id = 1; Membership membership = 2; }
 //! // The state machine's applied marker (storage `node_meta` "raft.applied"):
-//! message AppliedMarker    { LogId last_applied = 1; LogId last_data = 2; StoredMembership membership = 3; }
+//! message AppliedMarker    { LogId last_applied = 1; LogId last_data = 2; StoredMembership membership = 3;
+//!                            ClusterState cluster = 4; }   // absent (older builds): the default state
+//! // The replicated cluster metadata (see `cluster`); members come from the marker's membership.
+//! message ClusterState { repeated Placement placements = 1;   // oldest first, generations increasing, <= 256
+//!                        repeated uint64 down = 2; repeated uint64 leaving = 3;
+//!                        repeated uint64 joining = 4; repeated uint64 retired = 5; }  // each ascending, no repeats
+//! message Placement    { uint64 generation = 1; repeated uint64 nodes = 2; }      // nodes ascending
 //! // The header of a snapshot file (`raft-snapshot.bin`) is a SnapshotMeta (below).
 //!
 //! // Raft RPCs (see `network`):
@@ -38,7 +47,7 @@
 //! panics: missing required parts, a membership whose voters are not among
 //! its nodes, or an undecodable write batch are [`DecodeError`]s.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
@@ -47,8 +56,9 @@ use openraft::{BasicNode, EntryPayload, Membership};
 use prost::Message as _;
 use shoal_storage::WriteBatch;
 
+use crate::cluster::{ClusterState, PLACEMENT_HISTORY_MAX, Placement};
 use crate::types::{
-    Command, Entry, LogId, NodeId, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+    ClusterCommand, Command, Entry, LogId, NodeId, SnapshotMeta, StoredMembership, TypeConfig, Vote,
 };
 
 /// Why bytes did not decode.
@@ -110,7 +120,7 @@ struct BlankPb {}
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct CommandPb {
-    #[prost(oneof = "CommandKindPb", tags = "1")]
+    #[prost(oneof = "CommandKindPb", tags = "1, 2")]
     kind: Option<CommandKindPb>,
 }
 
@@ -118,6 +128,52 @@ struct CommandPb {
 enum CommandKindPb {
     #[prost(bytes = "vec", tag = "1")]
     Batch(Vec<u8>),
+    #[prost(message, tag = "2")]
+    Cluster(ClusterCommandPb),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterCommandPb {
+    #[prost(oneof = "ClusterCommandKindPb", tags = "1, 2, 3, 4, 5, 6")]
+    kind: Option<ClusterCommandKindPb>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum ClusterCommandKindPb {
+    #[prost(uint64, tag = "1")]
+    MarkDown(u64),
+    #[prost(uint64, tag = "2")]
+    MarkUp(u64),
+    #[prost(uint64, tag = "3")]
+    Joining(u64),
+    #[prost(uint64, tag = "4")]
+    Joined(u64),
+    #[prost(uint64, tag = "5")]
+    Leaving(u64),
+    #[prost(uint64, tag = "6")]
+    Retire(u64),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterStatePb {
+    #[prost(message, repeated, tag = "1")]
+    placements: Vec<PlacementPb>,
+    #[prost(uint64, repeated, tag = "2")]
+    down: Vec<u64>,
+    #[prost(uint64, repeated, tag = "3")]
+    leaving: Vec<u64>,
+    #[prost(uint64, repeated, tag = "4")]
+    joining: Vec<u64>,
+    #[prost(uint64, repeated, tag = "5")]
+    retired: Vec<u64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PlacementPb {
+    #[prost(uint64, tag = "1")]
+    generation: u64,
+    #[prost(uint64, repeated, tag = "2")]
+    nodes: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -158,6 +214,10 @@ struct AppliedMarkerPb {
     last_data: Option<LogIdPb>,
     #[prost(message, optional, tag = "3")]
     membership: Option<StoredMembershipPb>,
+    /// An encoded `ClusterStatePb` (kept as bytes so that the state
+    /// machine can cache its encoding between markers).
+    #[prost(bytes = "vec", optional, tag = "4")]
+    cluster: Option<Vec<u8>>,
 }
 
 fn log_id_to_pb(log_id: &LogId) -> LogIdPb {
@@ -259,6 +319,18 @@ fn command_to_pb(command: &Command) -> CommandPb {
         Command::Batch(batch) => CommandPb {
             kind: Some(CommandKindPb::Batch(batch.encode())),
         },
+        Command::Cluster(command) => CommandPb {
+            kind: Some(CommandKindPb::Cluster(ClusterCommandPb {
+                kind: Some(match *command {
+                    ClusterCommand::MarkDown(id) => ClusterCommandKindPb::MarkDown(id),
+                    ClusterCommand::MarkUp(id) => ClusterCommandKindPb::MarkUp(id),
+                    ClusterCommand::Joining(id) => ClusterCommandKindPb::Joining(id),
+                    ClusterCommand::Joined(id) => ClusterCommandKindPb::Joined(id),
+                    ClusterCommand::Leaving(id) => ClusterCommandKindPb::Leaving(id),
+                    ClusterCommand::Retire(id) => ClusterCommandKindPb::Retire(id),
+                }),
+            })),
+        },
     }
 }
 
@@ -273,6 +345,19 @@ fn command_from_pb(pb: CommandPb) -> Result<Command, DecodeError> {
         Some(CommandKindPb::Batch(bytes)) => WriteBatch::decode(bytes.as_slice())
             .map(Command::Batch)
             .map_err(|e| err(format!("command: {e}"))),
+        Some(CommandKindPb::Cluster(command)) => Ok(Command::Cluster(match command.kind {
+            Some(ClusterCommandKindPb::MarkDown(id)) => ClusterCommand::MarkDown(id),
+            Some(ClusterCommandKindPb::MarkUp(id)) => ClusterCommand::MarkUp(id),
+            Some(ClusterCommandKindPb::Joining(id)) => ClusterCommand::Joining(id),
+            Some(ClusterCommandKindPb::Joined(id)) => ClusterCommand::Joined(id),
+            Some(ClusterCommandKindPb::Leaving(id)) => ClusterCommand::Leaving(id),
+            Some(ClusterCommandKindPb::Retire(id)) => ClusterCommand::Retire(id),
+            None => {
+                return Err(err(
+                    "cluster command: no kind (written by a newer version?)",
+                ));
+            }
+        })),
         None => Err(err("command: no kind (written by a newer version?)")),
     }
 }
@@ -348,34 +433,134 @@ fn stored_membership_from_pb(pb: StoredMembershipPb) -> Result<StoredMembership,
     ))
 }
 
+/// A decoded applied marker.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct AppliedMarker {
+    /// The last applied log id.
+    pub(crate) last_applied: Option<LogId>,
+    /// The last applied log id that carried a command.
+    pub(crate) last_data: Option<LogId>,
+    /// The last applied membership.
+    pub(crate) membership: StoredMembership,
+    /// The cluster metadata (the default state, with the membership's
+    /// members, if the marker has none: written by an older build).
+    pub(crate) cluster: ClusterState,
+}
+
 /// Encodes the state machine's applied marker: the last applied log id,
-/// the last applied log id that carried a command, and the membership.
+/// the last applied log id that carried a command, the membership, and the
+/// cluster state as encoded by [`encode_cluster_state`].
 pub(crate) fn encode_applied_marker(
     last_applied: Option<&LogId>,
     last_data: Option<&LogId>,
     membership: &StoredMembership,
+    cluster: &[u8],
 ) -> Vec<u8> {
     AppliedMarkerPb {
         last_applied: last_applied.map(log_id_to_pb),
         last_data: last_data.map(log_id_to_pb),
         membership: Some(stored_membership_to_pb(membership)),
+        cluster: Some(cluster.to_vec()),
     }
     .encode_to_vec()
 }
 
-/// Decodes an applied marker into (last applied, last data, membership).
-pub(crate) fn decode_applied_marker(
-    bytes: &[u8],
-) -> Result<(Option<LogId>, Option<LogId>, StoredMembership), DecodeError> {
+/// Decodes an applied marker.
+pub(crate) fn decode_applied_marker(bytes: &[u8]) -> Result<AppliedMarker, DecodeError> {
     let what = "applied marker";
     let pb = AppliedMarkerPb::decode(bytes).map_err(|e| err(format!("{what}: {e}")))?;
     let membership = pb
         .membership
         .ok_or_else(|| err(format!("{what}: no membership")))?;
-    Ok((
-        pb.last_applied.as_ref().map(log_id_from_pb),
-        pb.last_data.as_ref().map(log_id_from_pb),
-        stored_membership_from_pb(membership)?,
+    let membership = stored_membership_from_pb(membership)?;
+    let members: BTreeSet<NodeId> = membership.membership().nodes().map(|(id, _)| *id).collect();
+    let cluster = match pb.cluster {
+        None => ClusterState::with_members(members),
+        Some(bytes) => decode_cluster_state(&bytes, members)?,
+    };
+    Ok(AppliedMarker {
+        last_applied: pb.last_applied.as_ref().map(log_id_from_pb),
+        last_data: pb.last_data.as_ref().map(log_id_from_pb),
+        membership,
+        cluster,
+    })
+}
+
+/// Encodes a cluster state, without its members (the marker's membership
+/// carries them).
+pub(crate) fn encode_cluster_state(state: &ClusterState) -> Vec<u8> {
+    ClusterStatePb {
+        placements: state
+            .history()
+            .map(|p| PlacementPb {
+                generation: p.generation,
+                nodes: p.nodes.iter().copied().collect(),
+            })
+            .collect(),
+        down: state.down().iter().copied().collect(),
+        leaving: state.leaving().iter().copied().collect(),
+        joining: state.joining().iter().copied().collect(),
+        retired: state.retired().iter().copied().collect(),
+    }
+    .encode_to_vec()
+}
+
+/// A strictly ascending id list as a set.
+fn id_set(what: &str, ids: Vec<u64>) -> Result<BTreeSet<NodeId>, DecodeError> {
+    if ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(err(format!(
+            "cluster state: {what} ids are not strictly ascending: {ids:?}"
+        )));
+    }
+    Ok(ids.into_iter().collect())
+}
+
+/// Decodes a cluster state whose membership has the ids `members`;
+/// refuses one breaking its invariants (unordered or repeated ids, too
+/// long a history, generations not increasing, a retired id still marked
+/// down, leaving or joining).
+pub(crate) fn decode_cluster_state(
+    bytes: &[u8],
+    members: BTreeSet<NodeId>,
+) -> Result<ClusterState, DecodeError> {
+    let what = "cluster state";
+    let pb = ClusterStatePb::decode(bytes).map_err(|e| err(format!("{what}: {e}")))?;
+    if pb.placements.len() > PLACEMENT_HISTORY_MAX {
+        return Err(err(format!(
+            "{what}: {} placements, over the limit of {PLACEMENT_HISTORY_MAX}",
+            pb.placements.len()
+        )));
+    }
+    if pb
+        .placements
+        .windows(2)
+        .any(|w| w[0].generation >= w[1].generation)
+    {
+        return Err(err(format!(
+            "{what}: placement generations are not increasing"
+        )));
+    }
+    let mut placements = VecDeque::with_capacity(pb.placements.len());
+    for placement in pb.placements {
+        placements.push_back(Placement {
+            generation: placement.generation,
+            nodes: id_set("placement", placement.nodes)?,
+        });
+    }
+    let down = id_set("down", pb.down)?;
+    let leaving = id_set("leaving", pb.leaving)?;
+    let joining = id_set("joining", pb.joining)?;
+    let retired = id_set("retired", pb.retired)?;
+    if let Some(id) = retired
+        .iter()
+        .find(|id| down.contains(id) || leaving.contains(id) || joining.contains(id))
+    {
+        return Err(err(format!(
+            "{what}: retired node {id} is still marked down, leaving or joining"
+        )));
+    }
+    Ok(ClusterState::from_parts(
+        members, placements, down, leaving, joining, retired,
     ))
 }
 
@@ -813,6 +998,100 @@ mod tests {
         assert!(membership_from_pb(bad).is_err());
     }
 
+    #[test]
+    fn cluster_commands_round_trip() {
+        for command in [
+            ClusterCommand::MarkDown(1),
+            ClusterCommand::MarkUp(2),
+            ClusterCommand::Joining(3),
+            ClusterCommand::Joined(u64::MAX),
+            ClusterCommand::Leaving(0),
+            ClusterCommand::Retire(9),
+        ] {
+            let command = Command::Cluster(command);
+            assert_eq!(
+                decode_command(&encode_command(&command)).expect("decodes"),
+                command
+            );
+            let entry = Entry {
+                log_id: log_id(1, 1, 2),
+                payload: EntryPayload::Normal(command),
+            };
+            assert_eq!(decode_entry(&encode_entry(&entry)).expect("decodes"), entry);
+        }
+    }
+
+    #[test]
+    fn cluster_garbage_is_an_error_not_a_panic() {
+        let members = || BTreeSet::from([1, 2]);
+        // A cluster command without a kind; a command whose cluster field
+        // is not a message.
+        assert!(decode_command(&[0x12, 0x00]).is_err());
+        assert!(decode_command(&[0x12, 0x02, 0x08]).is_err());
+        assert!(decode_command(&[0x12, 0x01, 0xff]).is_err());
+        assert!(decode_cluster_state(b"\xff\xff\xff", members()).is_err());
+        assert!(decode_cluster_state(&[0x0a, 0x05, 0x08], members()).is_err());
+        let placement = |generation, nodes: Vec<u64>| PlacementPb { generation, nodes };
+        let bad_states = [
+            // Generations not increasing.
+            ClusterStatePb {
+                placements: vec![placement(5, vec![1]), placement(5, vec![2])],
+                ..ClusterStatePb::default()
+            },
+            // Unordered / repeated ids.
+            ClusterStatePb {
+                placements: vec![placement(1, vec![2, 1])],
+                ..ClusterStatePb::default()
+            },
+            ClusterStatePb {
+                down: vec![1, 1],
+                ..ClusterStatePb::default()
+            },
+            ClusterStatePb {
+                retired: vec![3, 2],
+                ..ClusterStatePb::default()
+            },
+            // A retired id still leaving.
+            ClusterStatePb {
+                leaving: vec![4],
+                retired: vec![4],
+                ..ClusterStatePb::default()
+            },
+            // Too long a history.
+            ClusterStatePb {
+                placements: (0..=PLACEMENT_HISTORY_MAX as u64)
+                    .map(|g| placement(g, vec![1]))
+                    .collect(),
+                ..ClusterStatePb::default()
+            },
+        ];
+        for bad in bad_states {
+            assert!(
+                decode_cluster_state(&bad.encode_to_vec(), members()).is_err(),
+                "{bad:?}"
+            );
+        }
+        // A marker whose cluster state is garbage is refused.
+        let membership = StoredMembership::default();
+        let marker = encode_applied_marker(None, None, &membership, b"\x0a\x05\x08");
+        assert!(decode_applied_marker(&marker).is_err());
+        // Random bytes never panic.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for len in 0..256 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = decode_cluster_state(&bytes, members());
+            let _ = decode_applied_marker(&bytes);
+            let _ = decode_command(&bytes);
+        }
+    }
+
     fn sample_entries() -> Vec<Entry> {
         let shard = ShardId::new(3);
         let entity = EntityKey::new(shard, "Counter", "c-1").expect("key");
@@ -879,16 +1158,38 @@ mod tests {
             decode_stored_membership(&encode_stored_membership(&membership)).expect("decodes"),
             membership
         );
-        let marker =
-            encode_applied_marker(Some(&log_id(2, 1, 9)), Some(&log_id(2, 1, 8)), &membership);
-        assert_eq!(
-            decode_applied_marker(&marker).expect("decodes"),
-            (
-                Some(log_id(2, 1, 9)),
-                Some(log_id(2, 1, 8)),
-                membership.clone()
-            )
+        let mut cluster = ClusterState::default();
+        cluster.apply_membership(0, membership.membership());
+        cluster.apply_command(3, &ClusterCommand::Joining(7));
+        cluster.apply_command(4, &ClusterCommand::MarkDown(1));
+        let marker = encode_applied_marker(
+            Some(&log_id(2, 1, 9)),
+            Some(&log_id(2, 1, 8)),
+            &membership,
+            &encode_cluster_state(&cluster),
         );
+        let decoded = decode_applied_marker(&marker).expect("decodes");
+        assert_eq!(decoded.last_applied, Some(log_id(2, 1, 9)));
+        assert_eq!(decoded.last_data, Some(log_id(2, 1, 8)));
+        assert_eq!(decoded.membership, membership);
+        assert_eq!(decoded.cluster, cluster);
+        assert_eq!(decoded.cluster.generation(), 4);
+        // An older build's marker (no cluster field): the default state,
+        // with the membership's members.
+        let old = AppliedMarkerPb {
+            last_applied: Some(log_id_to_pb(&log_id(2, 1, 9))),
+            last_data: None,
+            membership: Some(stored_membership_to_pb(&membership)),
+            cluster: None,
+        }
+        .encode_to_vec();
+        let decoded = decode_applied_marker(&old).expect("decodes");
+        assert_eq!(
+            decoded.cluster,
+            ClusterState::with_members(BTreeSet::from([1]))
+        );
+        assert_eq!(decoded.cluster.generation(), 0);
+        assert!(decoded.cluster.placement().is_empty());
         assert!(decode_applied_marker(b"").is_err(), "no membership");
         let meta = SnapshotMeta {
             last_log_id: Some(log_id(2, 1, 7)),

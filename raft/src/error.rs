@@ -126,6 +126,41 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A membership operation or cluster command was sent to a node that
+    /// is not the leader; `leader` is the leader it knows of, if any.
+    #[error("not the leader (the leader is {})", leader.map_or_else(|| "unknown".to_owned(), |id| format!("node {id}")))]
+    NotLeader {
+        /// The current leader, if known.
+        leader: Option<u64>,
+    },
+    /// The node id left the cluster or was removed: it is never accepted
+    /// again (give the node a new id).
+    #[error("node id {node} is retired: it left the cluster and is never accepted again")]
+    IdRetired {
+        /// The retired id.
+        node: u64,
+    },
+    /// The node is not a member of the cluster.
+    #[error("node {node} is not a member of the cluster")]
+    NotAMember {
+        /// The id.
+        node: u64,
+    },
+    /// Removing the node would leave the cluster without a voter.
+    #[error("node {node} is the last voter: it cannot leave")]
+    LastVoter {
+        /// The id.
+        node: u64,
+    },
+    /// A committed command was answered `Response::Rejected` (the state
+    /// machine refused it, on every replica alike).
+    #[error("{command} was rejected: {rejected}")]
+    Rejected {
+        /// The command, displayed.
+        command: String,
+        /// Why.
+        rejected: crate::types::Rejected,
+    },
     /// A snapshot cannot be installed: its data does not import, or its
     /// data's applied marker disagrees with its meta (see the state
     /// machine's docs).
@@ -144,8 +179,11 @@ impl Error {
     /// longer be trusted, and the Raft node should stop.
     ///
     /// [`Error::Locked`] (another process holds the file; opening may be
-    /// retried later), [`Error::Config`], [`Error::NotAPeer`] and
-    /// [`Error::CommandTooLarge`] (fix the input) are not.
+    /// retried later), [`Error::Config`], [`Error::NotAPeer`],
+    /// [`Error::CommandTooLarge`] (fix the input) and the outcomes of
+    /// membership operations ([`Error::NotLeader`], [`Error::IdRetired`],
+    /// [`Error::NotAMember`], [`Error::LastVoter`], [`Error::Rejected`])
+    /// are not.
     pub fn is_fatal(&self) -> bool {
         !matches!(
             self,
@@ -153,6 +191,11 @@ impl Error {
                 | Error::Config(_)
                 | Error::NotAPeer { .. }
                 | Error::CommandTooLarge { .. }
+                | Error::NotLeader { .. }
+                | Error::IdRetired { .. }
+                | Error::NotAMember { .. }
+                | Error::LastVoter { .. }
+                | Error::Rejected { .. }
         )
     }
 
@@ -167,9 +210,14 @@ impl Error {
             }
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
             Error::LogHole { .. } => io::ErrorKind::InvalidInput,
-            Error::Config(_) | Error::NotAPeer { .. } | Error::CommandTooLarge { .. } => {
-                io::ErrorKind::InvalidInput
-            }
+            Error::Config(_)
+            | Error::NotAPeer { .. }
+            | Error::CommandTooLarge { .. }
+            | Error::IdRetired { .. }
+            | Error::NotAMember { .. }
+            | Error::LastVoter { .. }
+            | Error::Rejected { .. } => io::ErrorKind::InvalidInput,
+            Error::NotLeader { .. } => io::ErrorKind::NotConnected,
             Error::Engine { .. } | Error::Storage(_) | Error::Raft { .. } => io::ErrorKind::Other,
         };
         io::Error::new(kind, self)

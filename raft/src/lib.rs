@@ -71,24 +71,28 @@
 //! ```
 
 pub mod bootstrap;
+pub mod cluster;
 mod codec;
 mod config;
 mod error;
 mod file;
 mod log_store;
+pub mod membership;
 pub mod network;
 mod state_machine;
 mod types;
 
 pub use bootstrap::{Bootstrap, bootstrap};
+pub use cluster::{ClusterState, PLACEMENT_HISTORY_MAX, Placement, placement_score};
 pub use config::{SNAPSHOT_LOGS_SINCE_LAST, config};
 pub use error::{Error, Result};
 pub use log_store::{LogReader, LogStore};
+pub use membership::{Joined, MAX_VOTERS, join, leave, mark_down, mark_up};
 pub use network::{Network, NetworkClient, NetworkConfig, RaftService};
 pub use state_machine::{APPLIED_MARKER, SNAPSHOT_FILE, Snapshot, SnapshotBuilder, StateMachine};
 pub use types::{
-    Applied, Command, Entry, LogId, NodeId, Rejected, Response, SnapshotMeta, StoredMembership,
-    TypeConfig, Vote,
+    Applied, ClusterCommand, Command, Entry, LogId, NodeId, Rejected, Response, SnapshotMeta,
+    StoredMembership, TypeConfig, Vote,
 };
 
 /// The openraft node handle this crate's pieces make up: [`TypeConfig`]

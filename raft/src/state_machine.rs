@@ -70,6 +70,7 @@
 //! (the network receives them into one buffer, bounded by its configured
 //! maximum); writing and reading the file is the only disk I/O.
 
+use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -80,8 +81,10 @@ use futures::{Stream, StreamExt};
 use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::ReadableDatabase;
-use shoal_storage::{ChunkStream, MetaKey, ShardRange, Storage, WriteBatch};
+use shoal_storage::{ChunkStream, Epoch, MetaKey, ShardId, ShardRange, Storage, WriteBatch};
+use tokio::sync::watch;
 
+use crate::cluster::ClusterState;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::file::{self, FileKind, META};
@@ -128,14 +131,19 @@ struct AppliedState {
     last_applied: Option<LogId>,
     last_data: Option<LogId>,
     membership: StoredMembership,
+    /// Shared with the watch channel and the previous state: cloned only
+    /// when changed (`Arc::make_mut`).
+    cluster: Arc<ClusterState>,
 }
 
 impl AppliedState {
-    fn encode(&self) -> Bytes {
+    /// The marker's bytes, with the cluster state already encoded.
+    fn encode(&self, cluster: &[u8]) -> Bytes {
         Bytes::from(codec::encode_applied_marker(
             self.last_applied.as_ref(),
             self.last_data.as_ref(),
             &self.membership,
+            cluster,
         ))
     }
 }
@@ -158,6 +166,14 @@ pub struct StateMachine {
     marker_key: MetaKey,
     snapshots: Arc<SnapshotDir>,
     state: AppliedState,
+    /// The last published cluster state (see [`StateMachine::cluster`]).
+    cluster_tx: watch::Sender<Arc<ClusterState>>,
+    /// The encoding of a cluster state (re-encoded only when the state
+    /// changed: the marker carries it at every apply).
+    cluster_encoded: (Arc<ClusterState>, Vec<u8>),
+    /// Per-shard epochs of the current placement history (the fence of
+    /// every batch); cleared whenever the placement changes.
+    epochs: HashMap<ShardId, Option<Epoch>>,
 }
 
 /// Builds a snapshot of a [`StateMachine`] (openraft's
@@ -208,12 +224,67 @@ impl StateMachine {
             builds: AtomicU64::new(0),
         });
         snapshots.recover(&state)?;
+        let (cluster_tx, _) = watch::channel(state.cluster.clone());
+        let cluster_encoded = (
+            state.cluster.clone(),
+            codec::encode_cluster_state(&state.cluster),
+        );
         Ok(StateMachine {
             storage,
             marker_key,
             snapshots,
             state,
+            cluster_tx,
+            cluster_encoded,
+            epochs: HashMap::new(),
         })
+    }
+
+    /// A receiver of the applied [`ClusterState`]: the state as of open,
+    /// then updated after each apply call that changed it (once it is
+    /// durable) and after a snapshot install. Callable before the state
+    /// machine is handed to `Raft::new`; any number of receivers.
+    pub fn cluster(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.cluster_tx.subscribe()
+    }
+
+    /// The applied [`ClusterState`] (what [`cluster`](Self::cluster)
+    /// publishes, or newer by the entries of an apply call in progress).
+    pub fn cluster_state(&self) -> Arc<ClusterState> {
+        self.state.cluster.clone()
+    }
+
+    /// Publishes the applied cluster state to the watchers if it changed.
+    fn publish_cluster(&self) {
+        let cluster = &self.state.cluster;
+        self.cluster_tx.send_if_modified(|current| {
+            if *current == *cluster {
+                false
+            } else {
+                *current = cluster.clone();
+                true
+            }
+        });
+    }
+
+    /// The epoch a batch of `shard` must carry now (cached).
+    fn epoch_of(&mut self, shard: ShardId) -> Option<Epoch> {
+        let cluster = &self.state.cluster;
+        *self
+            .epochs
+            .entry(shard)
+            .or_insert_with(|| cluster.epoch(shard))
+    }
+
+    /// The applied marker of `self.state`.
+    fn marker(&mut self) -> Bytes {
+        if !Arc::ptr_eq(&self.cluster_encoded.0, &self.state.cluster) {
+            self.cluster_encoded = (
+                self.state.cluster.clone(),
+                codec::encode_cluster_state(&self.state.cluster),
+            );
+        }
+        self.state.encode(&self.cluster_encoded.1)
     }
 
     /// The Raft data directory (the current snapshot's file is in it).
@@ -234,14 +305,12 @@ impl StateMachine {
     /// Commits `batches` with the marker of `self.state` in one storage
     /// transaction; `Err`: nothing landed. Per-batch results inside.
     async fn commit_group(
-        &self,
+        &mut self,
         batches: Vec<WriteBatch>,
     ) -> Result<Vec<shoal_storage::Result<shoal_storage::CommitOutcome>>> {
+        let marker = self.marker();
         self.storage
-            .commit_group(
-                batches,
-                Some((self.marker_key.clone(), self.state.encode())),
-            )
+            .commit_group(batches, Some((self.marker_key.clone(), marker)))
             .await
             .map_err(Error::Storage)
     }
@@ -264,10 +333,12 @@ impl StateMachine {
                     "committing replicated entries failed"
                 );
                 self.state = committed.clone();
+                self.epochs.clear();
                 return Err(error.into_io());
             }
         };
         // The group and its marker are durable from here on.
+        self.publish_cluster();
         results
             .into_iter()
             .map(response)
@@ -318,16 +389,16 @@ async fn read_marker(
 }
 
 fn decode_marker(bytes: &[u8], dir: &Path) -> Result<AppliedState> {
-    let (last_applied, last_data, membership) =
-        codec::decode_applied_marker(bytes).map_err(|e| Error::CorruptRecord {
-            path: dir.to_owned(),
-            what: format!("storage meta record {APPLIED_MARKER}"),
-            reason: e.0,
-        })?;
+    let marker = codec::decode_applied_marker(bytes).map_err(|e| Error::CorruptRecord {
+        path: dir.to_owned(),
+        what: format!("storage meta record {APPLIED_MARKER}"),
+        reason: e.0,
+    })?;
     Ok(AppliedState {
-        last_applied,
-        last_data,
-        membership,
+        last_applied: marker.last_applied,
+        last_data: marker.last_data,
+        membership: marker.membership,
+        cluster: Arc::new(marker.cluster),
     })
 }
 
@@ -336,8 +407,9 @@ async fn commit_marker(
     key: &MetaKey,
     state: &AppliedState,
 ) -> Result<()> {
+    let cluster = codec::encode_cluster_state(&state.cluster);
     storage
-        .commit_group(Vec::new(), Some((key.clone(), state.encode())))
+        .commit_group(Vec::new(), Some((key.clone(), state.encode(&cluster))))
         .await
         .map_err(Error::Storage)?;
     Ok(())
@@ -371,10 +443,14 @@ fn read_legacy(path: &Path) -> Result<AppliedState> {
             codec::decode_stored_membership(&bytes).map_err(|e| corrupt("membership", e))?
         }
     };
+    let cluster = Arc::new(ClusterState::with_members(
+        membership.membership().nodes().map(|(id, _)| *id).collect(),
+    ));
     Ok(AppliedState {
         last_applied: log_id("last_applied")?,
         last_data: log_id("last_data")?,
         membership,
+        cluster,
     })
 }
 
@@ -656,11 +732,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Answer::Now(Response::Empty),
                 EntryPayload::Normal(Command::Batch(batch)) => {
                     self.state.last_data = Some(log_id);
-                    bytes += batch.payload_bytes();
-                    batches.push(batch);
-                    Answer::Batch(batches.len() - 1)
+                    let current = self.epoch_of(batch.shard());
+                    if current == Some(batch.epoch()) {
+                        bytes += batch.payload_bytes();
+                        batches.push(batch);
+                        Answer::Batch(batches.len() - 1)
+                    } else {
+                        // Fenced, the same way on every replica.
+                        Answer::Now(Response::Rejected(Rejected::StaleEpoch {
+                            shard: batch.shard().get(),
+                            batch: batch.epoch().get(),
+                            current: current.map_or(0, Epoch::get),
+                        }))
+                    }
+                }
+                EntryPayload::Normal(Command::Cluster(command)) => {
+                    self.state.last_data = Some(log_id);
+                    let generation = self.state.cluster.generation();
+                    let response =
+                        Arc::make_mut(&mut self.state.cluster).execute(log_id.index, &command);
+                    if self.state.cluster.generation() != generation {
+                        self.epochs.clear();
+                    }
+                    Answer::Now(response)
                 }
                 EntryPayload::Membership(membership) => {
+                    let generation = self.state.cluster.generation();
+                    Arc::make_mut(&mut self.state.cluster)
+                        .apply_membership(log_id.index, &membership);
+                    if self.state.cluster.generation() != generation {
+                        self.epochs.clear();
+                    }
                     self.state.membership = StoredMembership::new(Some(log_id), membership);
                     Answer::Now(Response::Empty)
                 }
@@ -717,6 +819,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(Error::into_io)?
             .unwrap_or_default();
         self.state = imported;
+        self.epochs.clear();
         if self.state.last_applied != meta.last_log_id
             || self.state.membership != meta.last_membership
         {
@@ -729,6 +832,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )));
         }
         self.snapshots.replace(temp, meta.clone()).await?;
+        self.publish_cluster();
         tracing::info!(last_log_id = %show(meta.last_log_id.as_ref()), "installed a snapshot");
         Ok(())
     }
@@ -748,11 +852,11 @@ fn show(log_id: Option<&LogId>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use shoal_storage::{EntityKey, Epoch, MemoryStorage, RequestId, ShardId, WriteBatch};
+    use shoal_storage::{EntityKey, MemoryStorage, RequestId};
 
     use super::*;
 
-    async fn group(sm: &StateMachine, batches: Vec<WriteBatch>) -> Result<Vec<Response>> {
+    async fn group(sm: &mut StateMachine, batches: Vec<WriteBatch>) -> Result<Vec<Response>> {
         sm.commit_group(batches)
             .await?
             .into_iter()
@@ -764,7 +868,7 @@ mod tests {
     async fn responses_report_skips_and_deterministic_rejections() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        let sm = StateMachine::open(dir.path(), storage).await?;
+        let mut sm = StateMachine::open(dir.path(), storage).await?;
         let shard = ShardId::new(1);
 
         let mut batch = WriteBatch::new(shard, Epoch::new(2));
@@ -775,7 +879,7 @@ mod tests {
         let mut invalid = WriteBatch::new(shard, Epoch::new(2));
         invalid.put_state(&other, b"wrong shard".to_vec());
 
-        let responses = group(&sm, vec![batch, stale, invalid]).await?;
+        let responses = group(&mut sm, vec![batch, stale, invalid]).await?;
         let Response::Applied(applied) = &responses[0] else {
             panic!("expected Applied: {responses:?}");
         };
@@ -800,7 +904,7 @@ mod tests {
         sm.storage().close().await?;
         let closed = WriteBatch::new(shard, Epoch::new(2));
         assert!(matches!(
-            group(&sm, vec![closed]).await,
+            group(&mut sm, vec![closed]).await,
             Err(Error::Storage(shoal_storage::Error::Closed))
         ));
         Ok(())

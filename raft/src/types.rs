@@ -47,6 +47,64 @@ pub enum Command {
     /// A storage write batch, applied to the node's storage backend exactly
     /// as `Storage::commit` would apply it locally.
     Batch(WriteBatch),
+    /// A change of the replicated cluster metadata
+    /// ([`ClusterState`](crate::ClusterState)); answered `Response::Empty`,
+    /// or `Response::Rejected(Rejected::Invalid { .. })` when the state
+    /// does not allow it (the same on every replica).
+    Cluster(ClusterCommand),
+}
+
+/// A change of the cluster metadata ([`ClusterState`](crate::ClusterState)),
+/// replicated as [`Command::Cluster`]. See [`crate::membership`] for the
+/// operations that commit them in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClusterCommand {
+    /// A failure detector found the member unreachable: it owns no shards
+    /// until marked up. Refused for a non-member.
+    MarkDown(NodeId),
+    /// The member is reachable again. Refused for a non-member.
+    MarkUp(NodeId),
+    /// The id is being added (it will catch up as a learner first): it owns
+    /// no shards until `Joined`. Refused for a retired id or a member that
+    /// is not joining.
+    Joining(NodeId),
+    /// The member has caught up and takes shards. Refused for a non-member.
+    Joined(NodeId),
+    /// The member is leaving: its shards move away before it is removed.
+    /// Refused for a non-member.
+    Leaving(NodeId),
+    /// The id left or was removed and is never accepted again (also clears
+    /// its down, leaving and joining marks). Refused for a current member.
+    Retire(NodeId),
+}
+
+impl ClusterCommand {
+    /// The node the command is about.
+    pub fn node(&self) -> NodeId {
+        match *self {
+            ClusterCommand::MarkDown(id)
+            | ClusterCommand::MarkUp(id)
+            | ClusterCommand::Joining(id)
+            | ClusterCommand::Joined(id)
+            | ClusterCommand::Leaving(id)
+            | ClusterCommand::Retire(id) => id,
+        }
+    }
+}
+
+impl fmt::Display for ClusterCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            ClusterCommand::MarkDown(_) => "mark-down",
+            ClusterCommand::MarkUp(_) => "mark-up",
+            ClusterCommand::Joining(_) => "joining",
+            ClusterCommand::Joined(_) => "joined",
+            ClusterCommand::Leaving(_) => "leaving",
+            ClusterCommand::Retire(_) => "retire",
+        };
+        write!(f, "{name}({})", self.node())
+    }
 }
 
 impl fmt::Display for Command {
@@ -59,6 +117,7 @@ impl fmt::Display for Command {
                 batch.epoch().get(),
                 batch.len()
             ),
+            Command::Cluster(command) => write!(f, "cluster {command}"),
         }
     }
 }
@@ -156,11 +215,14 @@ impl Applied {
     }
 }
 
-/// Why a batch applied nothing.
+/// Why a command applied nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Rejected {
-    /// Fenced: the batch's epoch is older than the shard's.
+    /// Fenced: the batch's epoch is not the shard's current epoch in the
+    /// replicated [`ClusterState`](crate::ClusterState) (or the shard has
+    /// no owner: `current` is then 0), or is older than the epoch the
+    /// storage backend holds for the shard.
     StaleEpoch {
         /// The shard.
         shard: u32,
@@ -169,11 +231,28 @@ pub enum Rejected {
         /// The shard's current epoch.
         current: u64,
     },
-    /// The batch breaks a storage rule (`WriteBatch::validate`).
+    /// The batch breaks a storage rule (`WriteBatch::validate`), or a
+    /// cluster command is not allowed in the current cluster state.
     Invalid {
         /// The storage layer's explanation.
         reason: String,
     },
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejected::StaleEpoch {
+                shard,
+                batch,
+                current,
+            } => write!(
+                f,
+                "stale epoch: shard {shard} is at epoch {current}, the batch carries {batch}"
+            ),
+            Rejected::Invalid { reason } => write!(f, "invalid: {reason}"),
+        }
+    }
 }
 
 /// A stable code per [`SkipReason`] (0 = a reason this build does not know).

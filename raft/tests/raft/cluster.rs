@@ -17,11 +17,13 @@ use bytes::Bytes;
 use openraft::rt::watch::WatchReceiver as _;
 use openraft::{BasicNode, ServerState};
 use shoal_raft::{
-    Bootstrap, Command, LogStore, Network, NetworkConfig, Raft, RaftService, Response, StateMachine,
+    Bootstrap, ClusterState, Command, LogStore, Network, NetworkConfig, Raft, RaftService,
+    Rejected, Response, StateMachine,
 };
 use shoal_storage::{EntityKey, Epoch, RedbConfig, RedbStorage, ShardId, Storage, WriteBatch};
 use shoal_transport::{Ca, Endpoint, NetFaults, NodeId, Router, Validity};
 use tempfile::TempDir;
+use tokio::sync::watch;
 
 use crate::t04_single_node::open_retrying;
 
@@ -60,9 +62,10 @@ pub fn item_key(k: u64) -> anyhow::Result<EntityKey> {
     Ok(EntityKey::new(SHARD, "Item", format!("i-{k}"))?)
 }
 
-/// A batch writing item `k` (idempotent: retrying it is harmless).
-pub fn item_batch(k: u64) -> anyhow::Result<WriteBatch> {
-    let mut batch = WriteBatch::new(SHARD, Epoch::new(1));
+/// A batch writing item `k` at `epoch` (idempotent: retrying it is
+/// harmless).
+pub fn item_batch(k: u64, epoch: Epoch) -> anyhow::Result<WriteBatch> {
+    let mut batch = WriteBatch::new(SHARD, epoch);
     batch.put_state(&item_key(k)?, k.to_be_bytes().to_vec());
     Ok(batch)
 }
@@ -75,6 +78,8 @@ pub async fn has_item(storage: &Arc<dyn Storage>, k: u64) -> anyhow::Result<bool
 /// One running node.
 pub struct Node {
     pub raft: Raft,
+    /// The state machine's applied cluster state.
+    pub cluster: watch::Receiver<Arc<ClusterState>>,
     pub storage: Arc<dyn Storage>,
     pub endpoint: Endpoint,
     service: RaftService,
@@ -198,6 +203,7 @@ impl Cluster {
         .await?;
         let log = open_retrying(|| Ok(LogStore::open(dir.join("raft-log.redb"))?)).await?;
         let sm = StateMachine::open(&dir, storage.clone()).await?;
+        let cluster = sm.cluster();
         let network = Network::new(endpoint.clone(), NetworkConfig::default())?;
         let raft = Raft::new(id, self.config.clone(), network, log, sm).await?;
         service.serve(raft.clone());
@@ -205,6 +211,7 @@ impl Cluster {
             id,
             Node {
                 raft,
+                cluster,
                 storage,
                 endpoint,
                 service,
@@ -273,25 +280,57 @@ impl Cluster {
         }
     }
 
-    /// Writes item `k` through the current leader (not one of
-    /// `excluded`), retrying on leader changes; returns the log index it
-    /// was committed at once acknowledged.
-    pub async fn write(&self, k: u64, excluded: &[u64]) -> anyhow::Result<u64> {
-        self.write_batch(item_batch(k)?, excluded).await
+    /// The epoch of [`SHARD`] in node `id`'s applied cluster state (0 if
+    /// it has no owner).
+    pub fn epoch(&self, id: u64) -> anyhow::Result<Epoch> {
+        Ok(self
+            .node(id)?
+            .cluster
+            .borrow()
+            .epoch(SHARD)
+            .unwrap_or(Epoch::ZERO))
     }
 
-    /// Writes `batch` (which must be idempotent) like [`write`](Self::write).
-    pub async fn write_batch(&self, batch: WriteBatch, excluded: &[u64]) -> anyhow::Result<u64> {
+    /// The applied cluster state of node `id`.
+    pub fn cluster_state(&self, id: u64) -> anyhow::Result<ClusterState> {
+        Ok(ClusterState::clone(&self.node(id)?.cluster.borrow()))
+    }
+
+    /// Writes item `k` through the current leader (not one of
+    /// `excluded`), retrying on leader changes and stale epochs; returns
+    /// the log index it was committed at once acknowledged.
+    pub async fn write(&self, k: u64, excluded: &[u64]) -> anyhow::Result<u64> {
+        self.write_batch(|epoch| item_batch(k, epoch), excluded)
+            .await
+    }
+
+    /// Writes the batch `make(epoch)` (which must be idempotent), at the
+    /// epoch of [`SHARD`] the leader knows, like [`write`](Self::write).
+    pub async fn write_batch(
+        &self,
+        make: impl Fn(Epoch) -> anyhow::Result<WriteBatch>,
+        excluded: &[u64],
+    ) -> anyhow::Result<u64> {
         let deadline = Instant::now() + WAIT;
         loop {
             let leader = self.leader(excluded).await?;
             let raft = &self.node(leader)?.raft;
+            let batch = make(self.epoch(leader)?)?;
             let attempt = tokio::time::timeout(
                 Duration::from_secs(3),
                 raft.client_write(Command::Batch(batch.clone())),
             )
             .await;
             match attempt {
+                Ok(Ok(written))
+                    if matches!(
+                        written.data,
+                        Response::Rejected(Rejected::StaleEpoch { .. })
+                    ) =>
+                {
+                    // Ownership moved under it: retry at the new epoch.
+                    tracing::info!(leader, ?written.data, "stale epoch; retrying");
+                }
                 Ok(Ok(written)) => {
                     anyhow::ensure!(
                         matches!(&written.data, Response::Applied(a) if a.applied_all()),

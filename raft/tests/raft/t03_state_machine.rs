@@ -73,28 +73,35 @@ async fn batches_apply_fence_and_survive_reopen() -> anyhow::Result<()> {
     let shard = ShardId::new(4);
     let counter = EntityKey::new(shard, "Counter", "c-1")?;
 
-    tracing::info!("--- membership, a batch at epoch 2, a stale one at epoch 1, a blank");
+    tracing::info!(
+        "--- membership (placement generation 1), a batch at epoch 1, one at a stale \
+         epoch 0 and one at epoch 2, a blank"
+    );
     {
         let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
-        let mut fresh = WriteBatch::new(shard, Epoch::new(2));
-        fresh.put_state(&counter, b"two".to_vec());
-        let mut stale = WriteBatch::new(shard, Epoch::new(1));
+        let mut fresh = WriteBatch::new(shard, Epoch::new(1));
+        fresh.put_state(&counter, b"one".to_vec());
+        let mut stale = WriteBatch::new(shard, Epoch::new(0));
         stale.put_state(&counter, b"stale".to_vec());
+        let mut ahead = WriteBatch::new(shard, Epoch::new(2));
+        ahead.put_state(&counter, b"ahead".to_vec());
         apply(
             &mut sm,
             vec![
                 membership_ent::<TypeConfig>(1, 1, 1, vec![BTreeSet::from([1, 2, 3])]),
                 batch_entry(2, fresh),
                 batch_entry(3, stale),
-                blank_ent::<TypeConfig>(1, 1, 4),
+                batch_entry(4, ahead),
+                blank_ent::<TypeConfig>(1, 1, 5),
             ],
         )
         .await?;
         assert_eq!(
             storage.load_state(&counter).await?,
-            Some(Bytes::from_static(b"two"))
+            Some(Bytes::from_static(b"one"))
         );
-        assert_eq!(storage.shard_epoch(shard).await?, Epoch::new(2));
+        assert_eq!(storage.shard_epoch(shard).await?, Epoch::new(1));
+        assert_eq!(sm.cluster_state().epoch(shard), Some(Epoch::new(1)));
         assert!(
             storage
                 .read_meta(&MetaKey::new(APPLIED_MARKER)?)
@@ -106,7 +113,9 @@ async fn batches_apply_fence_and_survive_reopen() -> anyhow::Result<()> {
     tracing::info!("--- reopen: last_applied and membership are back, from storage");
     let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
     let (applied, membership) = sm.applied_state().await?;
-    assert_eq!(applied, Some(log_id::<TypeConfig>(1, 1, 4)));
+    assert_eq!(applied, Some(log_id::<TypeConfig>(1, 1, 5)));
+    assert_eq!(sm.cluster_state().generation(), 1);
+    assert_eq!(*sm.cluster().borrow(), sm.cluster_state());
     assert_eq!(membership.log_id(), &Some(log_id::<TypeConfig>(1, 1, 1)));
     assert_eq!(
         membership.membership().voter_ids().collect::<Vec<_>>(),
@@ -120,9 +129,22 @@ async fn batches_apply_fence_and_survive_reopen() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A workflow step, a reply, a state write, a fence, and a reschedule:
-/// every op kind that re-applying could double-count.
-fn workflow_batches(shard: ShardId) -> anyhow::Result<Vec<WriteBatch>> {
+/// A membership of node 1 (epoch 1), a workflow step, a reply, a state
+/// write, a reschedule, then a membership of node 2 alone (the shard moves:
+/// epoch 4) and a batch at that epoch: every op kind that re-applying
+/// could double-count, and a fence raise.
+fn workflow_entries(shard: ShardId) -> anyhow::Result<Vec<Entry>> {
+    let [first, second, third] = workflow_batches(shard)?;
+    Ok(vec![
+        membership_ent::<TypeConfig>(1, 1, 1, vec![BTreeSet::from([1])]),
+        batch_entry(2, first),
+        batch_entry(3, second),
+        membership_ent::<TypeConfig>(1, 1, 4, vec![BTreeSet::from([2])]),
+        batch_entry(5, third),
+    ])
+}
+
+fn workflow_batches(shard: ShardId) -> anyhow::Result<[WriteBatch; 3]> {
     let order = EntityKey::new(shard, "Order", "o-1")?;
     let mailbox = EntityKey::new(shard, "Mailbox", "m-1")?;
     let request = RequestId::new(42);
@@ -147,14 +169,14 @@ fn workflow_batches(shard: ShardId) -> anyhow::Result<Vec<WriteBatch>> {
     second.ack(request, b"ok".to_vec());
     second.delete_journal(&order, request);
     second.reschedule(RequestId::new(5), Timestamp::from_unix_ms(20));
-    let mut third = WriteBatch::new(shard, Epoch::new(2));
+    let mut third = WriteBatch::new(shard, Epoch::new(4));
     third.append_journal(
         &order,
         RequestId::new(43),
         StepIndex::new(0),
         b"next".to_vec(),
     );
-    Ok(vec![first, second, third])
+    Ok([first, second, third])
 }
 
 async fn check_workflow(storage: &Arc<dyn Storage>, shard: ShardId) -> anyhow::Result<()> {
@@ -181,7 +203,7 @@ async fn check_workflow(storage: &Arc<dyn Storage>, shard: ShardId) -> anyhow::R
             .len(),
         1
     );
-    assert_eq!(storage.shard_epoch(shard).await?, Epoch::new(2));
+    assert_eq!(storage.shard_epoch(shard).await?, Epoch::new(4));
     let rescheduled = storage
         .read_message(shard, RequestId::new(5))
         .await?
@@ -201,11 +223,7 @@ async fn batches_and_the_applied_marker_commit_together() -> anyhow::Result<()> 
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("shoal.redb");
     let shard = ShardId::new(1);
-    let entries: Vec<Entry> = workflow_batches(shard)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, batch)| batch_entry(i as u64 + 1, batch))
-        .collect();
+    let entries = workflow_entries(shard)?;
 
     tracing::info!("--- apply once, close the backend");
     {
@@ -216,31 +234,34 @@ async fn batches_and_the_applied_marker_commit_together() -> anyhow::Result<()> 
         storage.close().await?;
     }
 
-    tracing::info!("--- reopen: the marker is at entry 3; the same entries again change nothing");
+    tracing::info!("--- reopen: the marker is at entry 5; the same entries again change nothing");
     let storage = redb(&data)?;
     let before = export(&storage).await?;
     let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
     assert_eq!(
         sm.applied_state().await?.0,
-        Some(log_id::<TypeConfig>(1, 1, 3))
+        Some(log_id::<TypeConfig>(1, 1, 5))
     );
+    let cluster = sm.cluster_state();
+    assert_eq!(cluster.generation(), 4, "the cluster state is back too");
     apply(&mut sm, entries.clone()).await?;
+    assert_eq!(sm.cluster_state(), cluster);
     check_workflow(&storage, shard).await?;
     assert_eq!(export(&storage).await?, before, "nothing re-applied");
 
     tracing::info!("--- a group that fails lands nothing, marker included");
     let order = EntityKey::new(shard, "Order", "o-1")?;
-    let mut later = WriteBatch::new(shard, Epoch::new(2));
+    let mut later = WriteBatch::new(shard, Epoch::new(4));
     later.put_state(&order, b"refunded".to_vec());
     storage.close().await?;
-    assert!(apply(&mut sm, vec![batch_entry(4, later)]).await.is_err());
+    assert!(apply(&mut sm, vec![batch_entry(6, later)]).await.is_err());
     drop(sm);
     let storage = redb(&data)?;
     assert_eq!(export(&storage).await?, before);
     let mut sm = StateMachine::open(dir.path(), storage.clone()).await?;
     assert_eq!(
         sm.applied_state().await?.0,
-        Some(log_id::<TypeConfig>(1, 1, 3))
+        Some(log_id::<TypeConfig>(1, 1, 5))
     );
     storage.close().await?;
     Ok(())
@@ -339,6 +360,14 @@ async fn snapshots_carry_the_data() -> anyhow::Result<()> {
     let (applied, membership) = node.applied_state().await?;
     assert_eq!(applied, Some(log_id::<TypeConfig>(1, 1, 3)));
     assert_eq!(membership, snapshot.meta.last_membership);
+    let watched = node.cluster();
+    assert_eq!(
+        node.cluster_state(),
+        leader.cluster_state(),
+        "the cluster state came with the snapshot"
+    );
+    assert_eq!(*watched.borrow(), node.cluster_state(), "and was published");
+    assert_eq!(node.cluster_state().epoch(shard), Some(Epoch::new(1)));
     assert_eq!(
         storage.load_state(&entity).await?,
         Some(Bytes::from_static(b"1"))

@@ -13,8 +13,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Raft};
-use shoal_raft::{Command, LogStore, Rejected, Response, StateMachine, TypeConfig, Vote};
+use shoal_raft::{
+    ClusterState, Command, LogStore, Rejected, Response, StateMachine, TypeConfig, Vote,
+};
 use shoal_storage::{EntityKey, Epoch, RedbConfig, RedbStorage, ShardId, Storage, WriteBatch};
+use tokio::sync::watch;
 
 /// A network with no peers: a single node never sends anything.
 pub(crate) struct NoPeers;
@@ -99,9 +102,28 @@ fn is_locked(error: &anyhow::Error) -> bool {
     )
 }
 
-pub(crate) async fn start(
-    dir: &std::path::Path,
-) -> anyhow::Result<(Raft<TypeConfig, StateMachine>, Arc<dyn Storage>)> {
+/// The node's Raft handle, storage and applied cluster state.
+pub(crate) type Started = (
+    Raft<TypeConfig, StateMachine>,
+    Arc<dyn Storage>,
+    watch::Receiver<Arc<ClusterState>>,
+);
+
+/// The epoch of `shard` once everything committed is applied.
+pub(crate) async fn epoch_of(
+    raft: &Raft<TypeConfig, StateMachine>,
+    cluster: &watch::Receiver<Arc<ClusterState>>,
+    shard: ShardId,
+) -> anyhow::Result<Epoch> {
+    raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+        .await?;
+    cluster
+        .borrow()
+        .epoch(shard)
+        .ok_or_else(|| anyhow::anyhow!("shard {shard:?} has no owner"))
+}
+
+pub(crate) async fn start(dir: &std::path::Path) -> anyhow::Result<Started> {
     let storage: Arc<dyn Storage> = open_retrying(|| {
         Ok(Arc::new(RedbStorage::open(
             RedbConfig::builder(dir.join("shoal.redb")).build()?,
@@ -110,9 +132,10 @@ pub(crate) async fn start(
     .await?;
     let log = open_retrying(|| Ok(LogStore::open(dir.join("raft-log.redb"))?)).await?;
     let sm = StateMachine::open(&dir, storage.clone()).await?;
+    let cluster = sm.cluster();
     let config = Arc::new(shoal_raft::config("shoal-test")?);
     let raft = Raft::new(1, config, NoPeers, log, sm).await?;
-    Ok((raft, storage))
+    Ok((raft, storage, cluster))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,12 +148,17 @@ async fn single_node_writes_answer_and_survive_restart() -> anyhow::Result<()> {
 
     tracing::info!("--- initialise a one-node cluster and write through Raft");
     let last_index = {
-        let (raft, storage) = start(dir.path()).await?;
+        let (raft, storage, cluster) = start(dir.path()).await?;
         raft.initialize(BTreeMap::from([(1, BasicNode::new("127.0.0.1:7000"))]))
             .await?;
         raft.wait(wait).current_leader(1, "node 1 leads").await?;
+        // The initial membership (log index 0) made the first placement:
+        // every shard is node 1's at epoch 0.
+        let epoch = epoch_of(&raft, &cluster, shard).await?;
+        assert_eq!(epoch, Epoch::new(0));
+        assert_eq!(cluster.borrow().owner(shard), Some(1));
 
-        let mut batch = WriteBatch::new(shard, Epoch::new(2));
+        let mut batch = WriteBatch::new(shard, epoch);
         batch.put_state(&counter, b"1".to_vec());
         let written = raft.client_write(Command::Batch(batch)).await?;
         assert!(
@@ -139,14 +167,15 @@ async fn single_node_writes_answer_and_survive_restart() -> anyhow::Result<()> {
             written.data
         );
 
-        let stale = WriteBatch::new(shard, Epoch::new(1));
-        let refused = raft.client_write(Command::Batch(stale)).await?;
+        let mut wrong = WriteBatch::new(shard, epoch.next());
+        wrong.put_state(&counter, b"wrong".to_vec());
+        let refused = raft.client_write(Command::Batch(wrong)).await?;
         assert_eq!(
             refused.data,
             Response::Rejected(Rejected::StaleEpoch {
                 shard: 3,
                 batch: 1,
-                current: 2
+                current: 0
             })
         );
         assert_eq!(
@@ -160,10 +189,15 @@ async fn single_node_writes_answer_and_survive_restart() -> anyhow::Result<()> {
     };
 
     tracing::info!("--- restart on the same files: the node leads again, nothing lost");
-    let (raft, storage) = start(dir.path()).await?;
+    let (raft, storage, cluster) = start(dir.path()).await?;
     raft.wait(wait)
         .current_leader(1, "node 1 leads again")
         .await?;
+    assert_eq!(
+        cluster.borrow().generation(),
+        0,
+        "the cluster state is back"
+    );
     raft.wait(wait)
         .applied_index_at_least(Some(last_index), "applied what it had")
         .await?;
@@ -171,7 +205,7 @@ async fn single_node_writes_answer_and_survive_restart() -> anyhow::Result<()> {
         storage.load_state(&counter).await?,
         Some(Bytes::from_static(b"1"))
     );
-    let mut batch = WriteBatch::new(shard, Epoch::new(2));
+    let mut batch = WriteBatch::new(shard, epoch_of(&raft, &cluster, shard).await?);
     batch.put_state(&counter, b"2".to_vec());
     let written = raft.client_write(Command::Batch(batch)).await?;
     assert!(written.log_id.index > last_index);

@@ -20,9 +20,9 @@ const DIR_VAR: &str = "SHOAL_RAFT_CRASH_DIR";
 const FROM_VAR: &str = "SHOAL_RAFT_CRASH_FROM";
 const SHARD: ShardId = ShardId::new(7);
 
-fn write(k: u64) -> anyhow::Result<WriteBatch> {
+fn write(k: u64, epoch: Epoch) -> anyhow::Result<WriteBatch> {
     let entity = EntityKey::new(SHARD, "Item", format!("i-{k}"))?;
-    let mut batch = WriteBatch::new(SHARD, Epoch::new(1));
+    let mut batch = WriteBatch::new(SHARD, epoch);
     batch.put_state(&entity, k.to_be_bytes().to_vec());
     batch.ack(RequestId::new(u128::from(k)), b"ok".to_vec());
     Ok(batch)
@@ -35,7 +35,7 @@ fn write(k: u64) -> anyhow::Result<WriteBatch> {
 async fn crash_child() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(std::env::var(DIR_VAR)?);
     let from: u64 = std::env::var(FROM_VAR)?.parse()?;
-    let (raft, _storage) = crate::t04_single_node::start(&dir).await?;
+    let (raft, _storage, cluster) = crate::t04_single_node::start(&dir).await?;
     if !raft.is_initialized().await? {
         raft.initialize(BTreeMap::from([(1, BasicNode::new("127.0.0.1:7000"))]))
             .await?;
@@ -43,11 +43,12 @@ async fn crash_child() -> anyhow::Result<()> {
     raft.wait(Some(Duration::from_secs(20)))
         .current_leader(1, "leads")
         .await?;
+    let epoch = crate::t04_single_node::epoch_of(&raft, &cluster, SHARD).await?;
     let mut out = std::io::stdout().lock();
     // libtest's "test … " prefix shares the first line: start a fresh one.
     writeln!(out, "READY")?;
     for k in from.. {
-        let written = raft.client_write(Command::Batch(write(k)?)).await?;
+        let written = raft.client_write(Command::Batch(write(k, epoch)?)).await?;
         anyhow::ensure!(matches!(written.data, Response::Applied(_)));
         writeln!(out, "ACK {k}")?;
         out.flush()?;
@@ -124,7 +125,7 @@ async fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
 
     tracing::info!("--- restart in-process: every acknowledged write is there");
     let acked = acked_through.expect("three rounds") + 1;
-    let (raft, storage) = crate::t04_single_node::start(dir.path()).await?;
+    let (raft, storage, _cluster) = crate::t04_single_node::start(dir.path()).await?;
     raft.wait(Some(Duration::from_secs(20)))
         .current_leader(1, "leads again")
         .await?;

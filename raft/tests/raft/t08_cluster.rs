@@ -31,12 +31,15 @@ async fn writes_replicate_and_survive_the_leader() -> anyhow::Result<()> {
 
     tracing::info!("--- kill the leader during a stream of writes");
     let raft = cluster.node(leader)?.raft.clone();
+    let epoch = cluster.epoch(leader)?;
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let writer = {
         let acked = acked.clone();
         tokio::spawn(async move {
             for k in 100..1000u64 {
-                let Ok(batch) = item_batch(k) else { break };
+                let Ok(batch) = item_batch(k, epoch) else {
+                    break;
+                };
                 match tokio::time::timeout(
                     Duration::from_secs(3),
                     raft.client_write(Command::Batch(batch)),

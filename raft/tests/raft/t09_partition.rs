@@ -50,7 +50,7 @@ async fn partition_heal_and_restart() -> anyhow::Result<()> {
         Duration::from_secs(2),
         isolated
             .raft
-            .client_write(Command::Batch(item_batch(9999)?)),
+            .client_write(Command::Batch(item_batch(9999, cluster.epoch(follower)?)?)),
     )
     .await;
     assert!(!matches!(attempt, Ok(Ok(_))), "the isolated node committed");

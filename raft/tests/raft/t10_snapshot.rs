@@ -3,8 +3,8 @@
 //! log, and a new learner with an empty directory can then only be caught
 //! up by snapshot — sent as chunked requests, installed through
 //! `RaftService` with `Storage::import` — after which its storage holds
-//! exactly the leader's dataset (same export bytes, applied marker
-//! included) and it follows by log.
+//! exactly the leader's dataset (same export bytes, applied marker and so
+//! cluster state included) and it follows by log.
 
 use std::time::Duration;
 
@@ -81,6 +81,14 @@ async fn a_new_learner_is_caught_up_by_snapshot() -> anyhow::Result<()> {
         export(&cluster.node(leader)?.storage).await?,
         "the learner's dataset (applied marker included) is the leader's"
     );
+    let state = cluster.cluster_state(4)?;
+    assert_eq!(
+        state,
+        cluster.cluster_state(leader)?,
+        "the learner's cluster state came with the snapshot"
+    );
+    assert_eq!(state.placement().len(), 3, "{state:?}");
+    assert!(state.is_member(4), "a learner is a member");
 
     tracing::info!("--- then it follows by log");
     let mut last = 0;

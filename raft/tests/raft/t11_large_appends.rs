@@ -9,8 +9,8 @@ use shoal_storage::WriteBatch;
 
 use crate::cluster::{Cluster, SHARD, item_key};
 
-fn big_batch(k: u64) -> anyhow::Result<WriteBatch> {
-    let mut batch = WriteBatch::new(SHARD, shoal_storage::Epoch::new(1));
+fn big_batch(k: u64, epoch: shoal_storage::Epoch) -> anyhow::Result<WriteBatch> {
+    let mut batch = WriteBatch::new(SHARD, epoch);
     let mut value = k.to_be_bytes().to_vec();
     value.resize(2048, 0xab);
     batch.put_state(&item_key(k)?, value);
@@ -31,7 +31,9 @@ async fn catch_up_appends_are_cut_to_the_message_limit() -> anyhow::Result<()> {
     cluster.kill(follower).await?;
     let mut last = 0;
     for k in 0..40 {
-        last = cluster.write_batch(big_batch(k)?, &[]).await?;
+        last = cluster
+            .write_batch(|epoch| big_batch(k, epoch), &[])
+            .await?;
     }
 
     tracing::info!("--- it restarts: ~80 KiB to catch up through 16 KiB messages");
