@@ -11,10 +11,24 @@
 //!   `shoal_storage::WriteBatch`es the storage layer commits locally — into
 //!   an `Arc<dyn shoal_storage::Storage>` exactly once: each apply call is
 //!   one `Storage::commit_group` carrying the applied marker
-//!   ([`APPLIED_MARKER`]: `last_applied`, membership) in the same
-//!   transaction; snapshots are storage exports of the whole dataset, kept
-//!   in [`SNAPSHOT_FILE`] in the Raft data directory and installed with
-//!   `Storage::import`;
+//!   ([`APPLIED_MARKER`]: `last_applied`, membership, [`ClusterState`]) in
+//!   the same transaction; a batch whose epoch is not its shard's current
+//!   epoch is answered [`Rejected::StaleEpoch`] on every replica and
+//!   applies nothing (fencing); snapshots are storage exports of the whole
+//!   dataset, kept in [`SNAPSHOT_FILE`] in the Raft data directory and
+//!   installed with `Storage::import`;
+//! - [`ClusterState`] (module [`cluster`]): the replicated cluster
+//!   metadata the state machine derives from membership entries and
+//!   [`Command::Cluster`] commands ([`ClusterCommand`]): the placement (the
+//!   members minus those down, leaving or joining) with its history of
+//!   generations (log indexes), the shard owner by rendezvous hashing
+//!   ([`placement_score`], a stable format), each shard's epoch (the
+//!   generation at which its owner acquired it), and the down / leaving /
+//!   joining / retired sets; watch it with [`StateMachine::cluster`];
+//! - [`membership`]: [`join`] (learner, caught up, voter while there are
+//!   fewer than [`MAX_VOTERS`], then owner), [`leave`] (shards move away,
+//!   removed, id retired forever), [`mark_down`] / [`mark_up`], called on
+//!   the leader;
 //! - [`config()`]: the openraft `Config` to run with (a snapshot every
 //!   [`SNAPSHOT_LOGS_SINCE_LAST`] entries, pre-vote on; see its docs);
 //! - [`Network`] / [`NetworkClient`] (openraft's network factory and
@@ -34,6 +48,8 @@
 //!   and commands (the one on-disk and on-wire form);
 //! - `file`: opening a redb file with the magic / format-version check;
 //! - `log_store`, `state_machine`: the two openraft storage traits;
+//! - `cluster`: [`ClusterState`], placement, owners and epochs;
+//! - `membership`: join, leave, mark down / up;
 //! - `config`: the openraft configuration;
 //! - `network`: the Raft network over the transport, client and server;
 //! - `bootstrap`: the bootstrap rule;
@@ -47,11 +63,13 @@
 //! initial peer list (`tests/raft/cluster.rs` does exactly this).
 //!
 //! # Not here (yet)
-//! Membership changes (joining as a learner, promotion, leave),
-//! cluster-metadata commands, and streaming snapshots to and from disk
-//! (a snapshot is held in memory while built, sent and installed). This crate
-//! knows nothing of entity handlers and never opens the storage layer's
-//! data tables: it only calls the `Storage` trait.
+//! A failure detector (the main crate decides when to call
+//! [`mark_down`] / [`mark_up`]), leases (a node cut off from the quorum
+//! stopping to serve its shards), singleton placement, and streaming
+//! snapshots to and from disk (a snapshot is held in memory while built,
+//! sent and installed). This crate knows nothing of entity handlers and
+//! never opens the storage layer's data tables: it only calls the
+//! `Storage` trait.
 //!
 //! ```
 //! use std::sync::Arc;

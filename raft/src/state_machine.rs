@@ -6,8 +6,10 @@
 //! # The applied marker: exactly-once apply
 //! What has been applied lives *in the storage backend*, in its node
 //! metadata namespace: the record [`APPLIED_MARKER`] (`raft.applied`),
-//! protobuf `AppliedMarker { last_applied, last_data, membership }` (see
-//! `codec`). Each `apply` call commits the batches of its committed entries
+//! protobuf `AppliedMarker { last_applied, last_data, membership, cluster }`
+//! (see `codec`; `cluster` is the [`ClusterState`], absent in an older
+//! build's marker, which then reads as the default state with no
+//! placement). Each `apply` call commits the batches of its committed entries
 //! with ONE `Storage::commit_group(batches, Some((raft.applied, marker)))`
 //! (split only when a call exceeds the storage group limits, each part
 //! carrying the marker of its last entry): the batches and the marker land
@@ -22,6 +24,20 @@
 //! same on every replica, nothing of it applied); any other per-batch error
 //! stops the state machine. Proposers are answered only after the group
 //! (with its marker) is durable.
+//!
+//! # Cluster state and fencing
+//! Membership entries and [`Command::Cluster`] commands update the
+//! [`ClusterState`] (see [`crate::cluster`]) in log order; it is part of
+//! the marker, so it commits with the entries that changed it. A
+//! [`Command::Batch`] is fenced before it joins the group: unless its epoch
+//! equals its shard's epoch in the cluster state at that point of the log,
+//! it is answered [`Rejected::StaleEpoch`] (`current` = the shard's epoch,
+//! 0 if it has no owner) and applies nothing — on every replica alike.
+//! (The storage backend's own monotonic epoch check stays; a legitimate
+//! owner never trips it, as epochs only rise.) Per-shard epochs are cached
+//! until the placement changes. [`StateMachine::cluster`] publishes the
+//! state after each apply call that changed it (once durable), and after a
+//! snapshot install.
 //!
 //! [`StateMachine::open`] reads the marker back; a backend without one has
 //! applied nothing (a fresh node). There is no applied-state file any more.

@@ -15,6 +15,7 @@ mod t08_cluster;
 mod t09_partition;
 mod t10_snapshot;
 mod t11_large_appends;
+mod t12_membership;
 
 mod cluster;
 
