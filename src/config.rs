@@ -191,6 +191,9 @@ pub enum ConfigError {
     /// `storage_message_retry_backoff` must be more than zero.
     #[error("storage_message_retry_backoff must be more than zero")]
     ZeroRetryBackoff,
+    /// An invalid cluster setting ([`crate::cluster::ClusterConfig`]).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 #[cfg(test)]

@@ -304,14 +304,18 @@ impl CronJob {
                 return;
             };
             cursor = next;
-            let mut batch = writes.batch(cursor_key.shard());
-            match codec::encode(&to_ms(next), "cron cursor") {
-                Ok(bytes) => {
-                    batch.put_state(&cursor_key, bytes);
-                }
+            let bytes = match codec::encode(&to_ms(next), "cron cursor") {
+                Ok(bytes) => bytes,
                 Err(error) => panic!("{error}"),
-            }
-            if let Err(error) = writes.commit(batch).await {
+            };
+            let saved = match writes.batch(cursor_key.shard()) {
+                Ok(mut batch) => {
+                    batch.put_state(&cursor_key, bytes);
+                    writes.commit(batch).await.map(drop)
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = saved {
                 // The run is scheduled; a lost cursor only means the next
                 // start reschedules it, which the key deduplicates.
                 tracing::warn!(job = %self.name, %error, "cannot save the cron cursor");

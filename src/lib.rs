@@ -18,6 +18,7 @@
 
 pub mod actor;
 pub mod builtin;
+pub mod cluster;
 mod config;
 pub mod cron;
 pub mod entity;
@@ -26,6 +27,7 @@ pub mod server;
 pub mod shard;
 pub mod singleton;
 mod sync;
+pub mod testing;
 
 pub use node::{DATA_FILE_NAME, Node, NodeBuilder, NodeError};
 pub use singleton::{SingletonContext, register_singleton, singleton};

@@ -20,6 +20,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actor::ActorSystem;
+use crate::cluster::serve::Op;
+use crate::cluster::{ClusterConfig, ClusterStatus, Core};
 use crate::entity::delivery::Deliverer;
 use crate::entity::runtime::{AnyEntityType, EntityType, Runtime, WritePath, now};
 use crate::entity::{Entity, EntityClient, EntityError, Handlers};
@@ -27,6 +29,9 @@ use crate::shard::{self, ShardGroup};
 use crate::singleton::{Singleton, SingletonContext};
 use crate::sync::lock;
 use crate::{Config, ConfigError};
+
+/// How many rounds through its join addresses a joining node tries.
+const JOIN_ATTEMPTS: usize = 40;
 
 /// The name of the data file inside a node's data directory.
 pub const DATA_FILE_NAME: &str = "shoal.redb";
@@ -80,12 +85,36 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     runtime: Arc<Runtime>,
     data_file: Option<PathBuf>,
     delivery: Mutex<Option<JoinHandle<()>>>,
     singletons: Mutex<HashMap<Arc<str>, JoinHandle<()>>>,
     stop_singletons: watch::Sender<bool>,
+    /// The cluster side, for a clustered node.
+    cluster: Option<Clustered>,
+}
+
+/// A clustered node's consensus side and its background tasks.
+struct Clustered {
+    core: Arc<Core>,
+    slot: Arc<crate::cluster::serve::Slot>,
+    service: shoal_raft::RaftService,
+    /// Every singleton registered; each runs where its shard's owner is.
+    singletons: Vec<Singleton>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A [`Node`] that does not keep it alive (held by its own request
+/// handlers and background tasks).
+#[derive(Clone)]
+pub(crate) struct WeakNode(std::sync::Weak<Inner>);
+
+impl WeakNode {
+    /// The node, unless it is gone.
+    pub(crate) fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|inner| Node { inner })
+    }
 }
 
 /// How long shutdown waits for singletons to return after cancelling them.
@@ -111,6 +140,7 @@ pub struct NodeBuilder {
     config: Config,
     registrations: Vec<Registration>,
     singletons: Vec<Singleton>,
+    cluster: Option<ClusterConfig>,
 }
 
 enum StorageChoice {
@@ -172,6 +202,15 @@ impl NodeBuilder {
         self.singleton_with(crate::singleton::singleton(name).build(body))
     }
 
+    /// Runs the node as a member of a cluster (see [`crate::cluster`]):
+    /// its writes are replicated through Raft and its shards placed on the
+    /// members. Needs a [`data_dir`](Self::data_dir), which holds the Raft
+    /// log and snapshot beside the data file.
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
     /// Registers the built-in entity types ([`crate::builtin::Kv`],
     /// [`crate::builtin::Counter`]).
     pub fn with_builtins(self) -> Self {
@@ -195,6 +234,15 @@ impl NodeBuilder {
     /// Opens the storage and starts the node. Must run inside a tokio
     /// runtime.
     pub async fn start(self) -> Result<Node, NodeError> {
+        let cluster_dir = match (&self.cluster, &self.storage) {
+            (None, _) => None,
+            (Some(_), StorageChoice::DataDir(dir)) => Some(dir.clone()),
+            (Some(_), _) => {
+                return Err(NodeError::Cluster(
+                    "a clustered node needs a data directory".into(),
+                ));
+            }
+        };
         let (storage, data_file): (Arc<dyn Storage>, _) = match self.storage {
             StorageChoice::Memory => (Arc::new(MemoryStorage::new()), None),
             StorageChoice::Custom(storage) => (storage, None),
@@ -223,7 +271,16 @@ impl NodeBuilder {
         let system = ActorSystem::builder()
             .build()
             .map_err(|_| NodeError::NoRuntime)?;
-        let writes = WritePath::new(storage.clone());
+        let started = match (&self.cluster, &cluster_dir) {
+            (Some(config), Some(dir)) => {
+                Some(crate::cluster::start::open(config, dir, storage.clone()).await?)
+            }
+            _ => None,
+        };
+        let writes = match &started {
+            Some(started) => WritePath::replicated(storage.clone(), started.core.clone()),
+            None => WritePath::local(storage.clone()),
+        };
         let types = Arc::new(OnceLock::new());
         let deliverer =
             Deliverer::new(storage.clone(), writes.clone(), types.clone(), &self.config);
@@ -250,8 +307,13 @@ impl NodeBuilder {
         // Set once, right here, before any call can run.
         let _ = runtime.types.set(types);
         // Find the pending messages (and workflow executions) a crash or a
-        // shutdown left behind; the deliverer takes it from there.
-        let shards = all_shards(&runtime);
+        // shutdown left behind; the deliverer takes it from there. (In a
+        // cluster: those of the shards this node owns; it scans the shards
+        // it gains as it gains them.)
+        let shards: Vec<ShardId> = all_shards(&runtime)
+            .into_iter()
+            .filter(|shard| runtime.writes.owns(*shard))
+            .collect();
         let resumed = runtime
             .deliverer
             .scan(shards)
@@ -261,6 +323,22 @@ impl NodeBuilder {
         if let Some(path) = &data_file {
             tracing::info!(path = %path.display(), entity_types = type_count, resumed, "node started");
         }
+        let clustered = started.map(|started| {
+            (
+                started.slot.clone(),
+                Clustered {
+                    core: started.core,
+                    slot: started.slot,
+                    service: started.service,
+                    singletons: self.singletons.clone(),
+                    tasks: Mutex::new(Vec::new()),
+                },
+            )
+        });
+        let (slot, cluster) = match clustered {
+            Some((slot, cluster)) => (Some(slot), Some(cluster)),
+            None => (None, None),
+        };
         let node = Node {
             inner: Arc::new(Inner {
                 runtime,
@@ -268,10 +346,29 @@ impl NodeBuilder {
                 delivery: Mutex::new(Some(delivery)),
                 singletons: Mutex::new(HashMap::new()),
                 stop_singletons: watch::Sender::new(false),
+                cluster,
             }),
         };
-        for singleton in self.singletons {
-            node.start_singleton(singleton)?;
+        match (&node.inner.cluster, slot) {
+            (Some(cluster), Some(slot)) => {
+                slot.set(cluster.core.clone(), node.downgrade());
+                let config = &cluster.core.config;
+                if config.peers.is_empty() {
+                    crate::cluster::start::join(&cluster.core, JOIN_ATTEMPTS).await?;
+                } else {
+                    let members = crate::cluster::start::initial_members(config);
+                    shoal_raft::bootstrap(&cluster.core.raft, config.node_id, &members)
+                        .await
+                        .map_err(|e| NodeError::Cluster(format!("bootstrap: {e}")))?;
+                }
+                let tasks = crate::cluster::tasks::spawn(&node, cluster.core.clone());
+                lock(&cluster.tasks).extend(tasks);
+            }
+            _ => {
+                for singleton in self.singletons {
+                    node.start_singleton(singleton)?;
+                }
+            }
         }
         Ok(node)
     }
@@ -285,6 +382,7 @@ impl Node {
             config: Config::default(),
             registrations: Vec::new(),
             singletons: Vec::new(),
+            cluster: None,
         }
     }
 
@@ -311,6 +409,93 @@ impl Node {
             .ok_or_else(|| EntityError::UnknownEntityType(entity_type.to_owned()))?;
         let key = ty.key(entity_id)?;
         ty.clone().invoke_raw(key, handler, params, None).await
+    }
+
+    /// Runs `op` on entity `entity_id` of type `entity_type` on this node,
+    /// without routing (a forwarded operation).
+    pub(crate) async fn run_local(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        op: Op,
+    ) -> Result<Option<Bytes>, EntityError> {
+        let ty = self
+            .inner
+            .runtime
+            .any_type(entity_type)
+            .ok_or_else(|| EntityError::UnknownEntityType(entity_type.to_owned()))?;
+        let key = ty.key(entity_id)?;
+        ty.clone().run_local_raw(key, op).await
+    }
+
+    /// A handle that does not keep the node alive.
+    pub(crate) fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
+    }
+
+    /// The runtime (for the cluster's background tasks).
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.runtime
+    }
+
+    /// Every shard of the registered types' groups.
+    pub(crate) fn shards(&self) -> Vec<ShardId> {
+        all_shards(&self.inner.runtime)
+    }
+
+    /// The singletons registered with a clustered node.
+    pub(crate) fn cluster_singletons(&self) -> &[Singleton] {
+        self.inner
+            .cluster
+            .as_ref()
+            .map_or(&[], |cluster| cluster.singletons.as_slice())
+    }
+
+    /// Stops the singleton called `name` on this node, if it runs here.
+    pub(crate) fn stop_singleton(&self, name: &str) {
+        if let Some(task) = lock(&self.inner.singletons).remove(name) {
+            task.abort();
+        }
+    }
+
+    /// The cluster as this node sees it: members and their state, leader,
+    /// term, shards per node; `None` for a node that is not clustered.
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        let cluster = self.inner.cluster.as_ref()?;
+        Some(cluster.core.status(&self.shards()))
+    }
+
+    /// This node's id in its cluster.
+    pub fn node_id(&self) -> Option<u64> {
+        self.inner.cluster.as_ref().map(|c| c.core.me)
+    }
+
+    /// The address a clustered node listens on.
+    pub fn cluster_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner
+            .cluster
+            .as_ref()
+            .and_then(|c| c.core.endpoint())
+            .map(|endpoint| endpoint.local_addr())
+    }
+
+    /// The Raft handle of a clustered node (for tests and tools).
+    pub fn raft(&self) -> Option<&shoal_raft::Raft> {
+        self.inner.cluster.as_ref().map(|c| &c.core.raft)
+    }
+
+    /// Leaves the cluster gracefully: this node's shards (and singletons)
+    /// move to the others, it is removed from the membership and its id is
+    /// retired; then it shuts down. On a node that is not clustered this is
+    /// [`shutdown`](Self::shutdown).
+    pub async fn leave(&self) -> Result<(), NodeError> {
+        if let Some(cluster) = &self.inner.cluster {
+            let reply = cluster.core.leave_here(cluster.core.me).await;
+            if !reply.error.is_empty() {
+                return Err(NodeError::Cluster(format!("cannot leave: {}", reply.error)));
+            }
+        }
+        self.shutdown().await
     }
 
     /// The node's settings.
@@ -418,7 +603,7 @@ impl Node {
     pub async fn replay_dead_letter(&self, letter: &DeadLetter) -> Result<(), EntityError> {
         let shard = letter.message.shard();
         let writes = &self.inner.runtime.writes;
-        let mut batch = writes.batch(shard);
+        let mut batch = writes.batch(shard)?;
         batch.replay_dead_letter(letter.message.request_id, now());
         writes.commit(batch).await?;
         self.inner.runtime.deliverer.enqueued(shard);
@@ -456,6 +641,19 @@ impl Node {
         runtime.system.shutdown().await;
         for (_, ty) in self.inner.runtime.all_types() {
             ty.abort_workflows();
+        }
+        if let Some(cluster) = &self.inner.cluster {
+            for task in lock(&cluster.tasks).drain(..) {
+                task.abort();
+            }
+            cluster.service.stop();
+            if let Err(error) = cluster.core.raft.shutdown().await {
+                tracing::warn!(%error, "raft did not shut down cleanly");
+            }
+            cluster.slot.clear();
+            if let Some(endpoint) = cluster.core.take_endpoint() {
+                endpoint.shutdown().await;
+            }
         }
         runtime.storage.flush().await?;
         runtime.storage.close().await?;
@@ -511,6 +709,10 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The cluster side could not start (endpoint, Raft files, bootstrap,
+    /// join) or leave.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// `start` ran outside a tokio runtime.
     #[error("a node must start inside a tokio runtime")]
     NoRuntime,

@@ -183,8 +183,8 @@ impl<E: Entity> EntityClient<E> {
         H: Callable<E, K>,
     {
         let _ = handler;
-        let (ty, _) = self.target.as_ref().map_err(Clone::clone)?;
-        let reply = ty.persisted_outcome(send).await?;
+        let (ty, key) = self.target.as_ref().map_err(Clone::clone)?;
+        let reply = ty.persisted_outcome(key, send).await?;
         decode(&reply, "reply")
     }
 

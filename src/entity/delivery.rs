@@ -148,6 +148,11 @@ impl Deliverer {
             lock(&self.shards).iter().map(|(s, g)| (*s, *g)).collect();
         let mut earliest: Option<Timestamp> = None;
         for (shard, generation) in shards {
+            if !self.writes.owns(shard) {
+                // Another node owns it now; it resumes these messages.
+                lock(&self.shards).remove(&shard);
+                continue;
+            }
             match self
                 .storage
                 .due_messages(shard, now, DUE_SCAN_ITEMS_MAX)
@@ -202,15 +207,24 @@ impl Deliverer {
                 message.target.entity_type().to_owned(),
             )),
         };
-        let mut batch = self.writes.batch(shard);
+        // Only the shard's owner records outcomes; a node that lost the
+        // shard meanwhile leaves the message to its new owner.
+        let mut batch = match self.writes.batch(shard) {
+            Ok(batch) => batch,
+            Err(_) => {
+                lock(&self.in_flight).remove(&request);
+                return;
+            }
+        };
         match result {
             // Already acknowledged with the state change for an activity;
             // a repeated ack is skipped.
             Ok(reply) => {
                 batch.ack(request, reply);
             }
-            // Not an attempt: the message waits for the next start.
-            Err(EntityError::ShuttingDown) => {
+            // Not an attempt: the message waits for the next start, or
+            // for the shard's new owner.
+            Err(EntityError::ShuttingDown | EntityError::NotOwner { .. }) => {
                 lock(&self.in_flight).remove(&request);
                 return;
             }
@@ -293,7 +307,7 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(shoal_storage::MemoryStorage::new());
         let d = Deliverer::new(
             storage.clone(),
-            WritePath::new(storage),
+            WritePath::local(storage),
             Arc::new(std::sync::OnceLock::new()),
             &config,
         );

@@ -110,6 +110,36 @@ pub enum EntityError {
     /// being passivated or restarted under the call).
     #[error("entity {0} unavailable")]
     Unavailable(String),
+    /// This node does not own the entity's shard (any more): nothing of the
+    /// call was applied. Calls made through a node's clients are retried
+    /// on the shard's owner transparently; this surfaces only when the
+    /// retries ran out.
+    #[error("this node does not own shard {shard}")]
+    NotOwner {
+        /// The shard.
+        shard: u32,
+    },
+    /// The cluster cannot serve the call now: no shard owner, no leader or
+    /// no quorum, or the owner cannot be reached. The call may or may not
+    /// have been applied if `outcome_unknown` (a write whose commit was not
+    /// confirmed in time); otherwise nothing was applied.
+    #[error("the cluster cannot serve this call: {reason}")]
+    ClusterUnavailable {
+        /// Why.
+        reason: String,
+        /// Whether a write may have been applied although it was not
+        /// acknowledged.
+        outcome_unknown: bool,
+    },
+    /// Another node failed the forwarded call with an error this build
+    /// does not map to a variant of its own.
+    #[error("node {node}: {message}")]
+    Remote {
+        /// The node that failed the call.
+        node: u64,
+        /// Its error message.
+        message: String,
+    },
 }
 
 impl EntityError {
@@ -117,7 +147,9 @@ impl EntityError {
     pub fn is_retryable(&self) -> bool {
         match self {
             EntityError::Storage(e) => !e.is_fatal(),
-            EntityError::Unavailable(_) => true,
+            EntityError::Unavailable(_)
+            | EntityError::NotOwner { .. }
+            | EntityError::ClusterUnavailable { .. } => true,
             _ => false,
         }
     }
@@ -132,6 +164,8 @@ impl EntityError {
             EntityError::Storage(_)
                 | EntityError::ShuttingDown
                 | EntityError::Unavailable(_)
+                | EntityError::NotOwner { .. }
+                | EntityError::ClusterUnavailable { .. }
                 | EntityError::JournalDivergence { .. }
         )
     }

@@ -26,8 +26,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use shoal_storage::{
-    DeferredValue, EntityKey, Message as StoredMessage, RequestId, SkipReason, StepIndex, Storage,
-    Timestamp,
+    DeferredValue, EntityKey, Epoch, Message as StoredMessage, RequestId, ShardId, SkipReason,
+    StepIndex, Storage, Timestamp, WriteBatch,
 };
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -42,12 +42,21 @@ use super::workflow::{JournalRecord, WorkflowContext};
 pub(crate) use super::writes::WritePath;
 use crate::Config;
 use crate::actor::{Actor, ActorSystem, Addr, Context, Handler, Message, SendError};
+use crate::cluster::serve::Op;
 use crate::shard::{self, ShardGroup};
 use crate::sync::{Waiters, lock};
 
 /// Stripes of the active-entity map: calls to different entities rarely
 /// contend on one lock.
 const STRIPES: usize = 64;
+
+/// How long a forwarded call may run at its owner (a workflow can run for
+/// long; a dead owner is noticed by the transport well before).
+const FORWARDED_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long one wait for a persisted message's outcome blocks at the
+/// shard's owner before the caller asks again (perhaps another owner).
+const OUTCOME_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a call follows an entity that stops under it (passivation,
 /// shutdown) before giving up with [`EntityError::Unavailable`].
@@ -96,10 +105,11 @@ impl Runtime {
 /// call can run.
 pub(crate) type TypeRegistry = OnceLock<HashMap<&'static str, Arc<dyn AnyEntityType>>>;
 
-/// A running workflow execution: its shared result and its task.
+/// A running workflow execution: its shared result, its task, its shard.
 type Execution = (
     Shared<BoxFuture<'static, Result<Bytes, EntityError>>>,
     AbortHandle,
+    ShardId,
 );
 
 /// One registered entity type and its active entities.
@@ -152,6 +162,24 @@ impl<E: Entity> EntityType<E> {
 
     /// Resolves deferred `name` of `key`: the first resolution wins.
     pub(crate) async fn resolve_deferred(
+        self: &Arc<Self>,
+        key: &EntityKey,
+        name: &str,
+        value: DeferredValue,
+    ) -> Result<(), EntityError> {
+        self.routed(
+            key,
+            Op::Resolve {
+                name: name.to_owned(),
+                value,
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// [`resolve_deferred`](Self::resolve_deferred) on this node.
+    async fn resolve_deferred_local(
         &self,
         key: &EntityKey,
         name: &str,
@@ -160,7 +188,7 @@ impl<E: Entity> EntityType<E> {
         if self.runtime.shutting_down.load(Ordering::Acquire) {
             return Err(EntityError::ShuttingDown);
         }
-        let mut batch = self.runtime.writes.batch(key.shard());
+        let mut batch = self.runtime.writes.batch(key.shard())?;
         let op = batch.resolve_deferred(key, name, value);
         let outcome = self.runtime.writes.commit(batch).await?;
         self.deferred_waiters
@@ -196,8 +224,103 @@ impl<E: Entity> EntityType<E> {
     }
 
     /// Calls `handler` on entity `key` with encoded `params`; answers with
-    /// the encoded output.
+    /// the encoded output. In a cluster, a client's call runs on the
+    /// shard's owner (a workflow's own steps run where the workflow does).
     pub(crate) async fn invoke(
+        self: &Arc<Self>,
+        key: &EntityKey,
+        handler: &str,
+        params: Bytes,
+        request: Option<RequestId>,
+        caller: Caller,
+    ) -> Result<Bytes, EntityError> {
+        match caller {
+            Caller::Client if self.runtime.writes.cluster().is_some() => {
+                let op = Op::Call {
+                    handler: handler.to_owned(),
+                    params,
+                    request,
+                };
+                self.routed(key, op).await.map(Option::unwrap_or_default)
+            }
+            _ => {
+                self.invoke_local(key, handler, params, request, caller)
+                    .await
+            }
+        }
+    }
+
+    /// Runs `op` on `key`'s shard owner: here on a single node or when
+    /// this node owns the shard, forwarded otherwise (see
+    /// [`crate::cluster`]).
+    async fn routed(
+        self: &Arc<Self>,
+        key: &EntityKey,
+        op: Op,
+    ) -> Result<Option<Bytes>, EntityError> {
+        let Some(core) = self.runtime.writes.cluster() else {
+            return self.run_local(key, op.clone()).await;
+        };
+        let request = op.to_request(E::NAME, key.entity_id());
+        let timeout = match op {
+            Op::Call { .. } => FORWARDED_CALL_TIMEOUT,
+            _ => core.config.commit_timeout + OUTCOME_WAIT,
+        };
+        core.route(
+            key.shard(),
+            || self.run_local(key, op.clone()),
+            |owner| core.forward(owner, &request, timeout),
+        )
+        .await
+    }
+
+    /// Runs `op` here, without routing; `Ok(None)`: an outcome not there
+    /// yet.
+    pub(crate) async fn run_local(
+        self: &Arc<Self>,
+        key: &EntityKey,
+        op: Op,
+    ) -> Result<Option<Bytes>, EntityError> {
+        match op {
+            Op::Call {
+                handler,
+                params,
+                request,
+            } => self
+                .invoke_local(key, &handler, params, request, Caller::Client)
+                .await
+                .map(Some),
+            Op::Send {
+                handler,
+                params,
+                request,
+                at,
+            } => {
+                self.send_persisted_local(key, &handler, params, request, at)
+                    .await?;
+                Ok(Some(Bytes::new()))
+            }
+            Op::Resolve { name, value } => {
+                self.resolve_deferred_local(key, &name, value).await?;
+                Ok(Some(Bytes::new()))
+            }
+            Op::Outcome { request, wait } => {
+                if !self.runtime.writes.owns(key.shard()) {
+                    return Err(EntityError::NotOwner {
+                        shard: key.shard().get(),
+                    });
+                }
+                let send = PersistedSend::new(request, key.shard());
+                match tokio::time::timeout(wait, self.persisted_outcome_local(&send)).await {
+                    Ok(outcome) => outcome.map(Some),
+                    Err(_) => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// [`invoke`](Self::invoke) on this node.
+    async fn invoke_local(
         self: &Arc<Self>,
         key: &EntityKey,
         handler: &str,
@@ -286,6 +409,28 @@ impl<E: Entity> EntityType<E> {
     /// if `None`); durable when this returns. A repeated request id is the
     /// same message.
     pub(crate) async fn send_persisted(
+        self: &Arc<Self>,
+        key: &EntityKey,
+        handler: &str,
+        params: Bytes,
+        request: Option<RequestId>,
+        at: Option<Timestamp>,
+    ) -> Result<PersistedSend, EntityError> {
+        self.callable(handler, Caller::Client)?;
+        let request =
+            request.unwrap_or_else(|| request_id(key, handler, KeySource::Params(&params)));
+        let op = Op::Send {
+            handler: handler.to_owned(),
+            params,
+            request: Some(request),
+            at,
+        };
+        self.routed(key, op).await?;
+        Ok(PersistedSend::new(request, key.shard()))
+    }
+
+    /// [`send_persisted`](Self::send_persisted) on this node.
+    async fn send_persisted_local(
         &self,
         key: &EntityKey,
         handler: &str,
@@ -299,7 +444,7 @@ impl<E: Entity> EntityType<E> {
         let now = now();
         let message = StoredMessage::new(request, key.clone(), handler, params, now)
             .with_next_attempt_at(at.unwrap_or(now));
-        let mut batch = self.runtime.writes.batch(key.shard());
+        let mut batch = self.runtime.writes.batch(key.shard())?;
         batch.enqueue(message);
         // A skipped enqueue is the same message sent before: nothing to do.
         self.runtime.writes.commit(batch).await?;
@@ -310,9 +455,27 @@ impl<E: Entity> EntityType<E> {
     /// Waits for the outcome of a persisted message: its reply, or its
     /// dead letter.
     pub(crate) async fn persisted_outcome(
-        &self,
+        self: &Arc<Self>,
+        key: &EntityKey,
         send: &PersistedSend,
     ) -> Result<Bytes, EntityError> {
+        if self.runtime.writes.cluster().is_none() {
+            return self.persisted_outcome_local(send).await;
+        }
+        // In bounded waits at the owner of the moment: the shard may move.
+        loop {
+            let op = Op::Outcome {
+                request: send.request_id(),
+                wait: OUTCOME_WAIT,
+            };
+            if let Some(reply) = self.routed(key, op).await? {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// [`persisted_outcome`](Self::persisted_outcome) on this node.
+    async fn persisted_outcome_local(&self, send: &PersistedSend) -> Result<Bytes, EntityError> {
         let deliverer = &self.runtime.deliverer;
         let (shard, request) = (send.shard(), send.request_id());
         let waiter = deliverer.replies().waiter(request);
@@ -355,9 +518,10 @@ impl<E: Entity> EntityType<E> {
         let execution = {
             let mut running = lock(&self.running);
             match running.get(&request) {
-                Some((shared, _)) => shared.clone(),
+                Some((shared, _, _)) => shared.clone(),
                 None => {
                     let ty = self.clone();
+                    let shard = key.shard();
                     let key = key.clone();
                     let task = tokio::spawn(async move {
                         let result = ty.execute(&key, &registered, params, request).await;
@@ -365,17 +529,22 @@ impl<E: Entity> EntityType<E> {
                         result
                     });
                     let abort = task.abort_handle();
+                    let runtime = self.runtime.clone();
                     let shared = async move {
                         match task.await {
                             Ok(result) => result,
-                            // Aborted at shutdown: the execution stays
-                            // pending and resumes on the next start.
-                            Err(_) => Err(EntityError::ShuttingDown),
+                            // Aborted at shutdown, or because the shard
+                            // moved: the execution stays pending and
+                            // resumes on the next start, or at the owner.
+                            Err(_) if runtime.shutting_down.load(Ordering::Acquire) => {
+                                Err(EntityError::ShuttingDown)
+                            }
+                            Err(_) => Err(EntityError::NotOwner { shard: shard.get() }),
                         }
                     }
                     .boxed()
                     .shared();
-                    running.insert(request, (shared.clone(), abort));
+                    running.insert(request, (shared.clone(), abort, shard));
                     shared
                 }
             }
@@ -394,7 +563,7 @@ impl<E: Entity> EntityType<E> {
         request: RequestId,
     ) -> Result<Bytes, EntityError> {
         let storage = &self.runtime.storage;
-        let mut batch = self.runtime.writes.batch(key.shard());
+        let mut batch = self.runtime.writes.batch(key.shard())?;
         let pending =
             StoredMessage::new(request, key.clone(), registered.name, params.clone(), now());
         let record = batch.enqueue(pending);
@@ -452,7 +621,7 @@ impl<E: Entity> EntityType<E> {
                 return Err(self.dead_letter(key, request, error).await);
             }
         };
-        let mut batch = self.runtime.writes.batch(key.shard());
+        let mut batch = self.runtime.writes.batch(key.shard())?;
         batch.ack(request, reply.clone());
         batch.delete_journal(key, request);
         self.runtime.writes.commit(batch).await?;
@@ -466,17 +635,22 @@ impl<E: Entity> EntityType<E> {
         error: EntityError,
     ) -> EntityError {
         tracing::error!(entity = %key.entity_id(), %error, "workflow execution dead-lettered");
-        let mut batch = self.runtime.writes.batch(key.shard());
-        batch.dead_letter(request, error.to_string(), now());
-        if let Err(e) = self.runtime.writes.commit(batch).await {
-            return e.into();
+        let committed = match self.runtime.writes.batch(key.shard()) {
+            Ok(mut batch) => {
+                batch.dead_letter(request, error.to_string(), now());
+                self.runtime.writes.commit(batch).await.map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = committed {
+            return e;
         }
         error
     }
 
     /// Stops every running workflow task (they stay pending in storage).
     pub(crate) fn abort_workflows(&self) {
-        for (_, (_, abort)) in lock(&self.running).drain() {
+        for (_, (_, abort, _)) in lock(&self.running).drain() {
             abort.abort();
         }
     }
@@ -501,6 +675,7 @@ impl<E: Entity> EntityType<E> {
         let actor = EntityActor {
             ty: self.clone(),
             key: key.clone(),
+            epoch: None,
             state: Loaded::Pending,
             committed: None,
             last_used: Instant::now(),
@@ -542,6 +717,11 @@ enum Loaded<S> {
 pub(crate) struct EntityActor<E: Entity> {
     ty: Arc<EntityType<E>>,
     key: EntityKey,
+    /// The epoch at which this node owned the shard when the state was
+    /// loaded; every write is fenced with it, and a call finding the
+    /// shard's epoch changed (the shard moved away, perhaps and back) stops
+    /// the actor instead of serving state another owner may have changed.
+    epoch: Option<Epoch>,
     state: Loaded<E::State>,
     /// The last committed state as stored, to go back to after a failed
     /// activity (`None`: nothing stored yet, i.e. the default state).
@@ -563,6 +743,11 @@ impl<E: Entity> EntityActor<E> {
     async fn handle_invoke(&mut self, invoke: Invoke<E>) -> Result<Bytes, EntityError> {
         let ty = self.ty.clone();
         let runtime = &ty.runtime;
+        if self.epoch.is_none() || runtime.writes.epoch(self.key.shard()) != self.epoch {
+            return Err(EntityError::NotOwner {
+                shard: self.key.shard().get(),
+            });
+        }
         let is_activity = invoke.handler.kind == HandlerKind::Activity;
         let request = invoke.request.filter(|_| is_activity);
         let journal = invoke.journal.filter(|_| is_activity);
@@ -636,7 +821,10 @@ impl<E: Entity> EntityActor<E> {
         journal: Option<JournalSlot>,
     ) -> Result<Bytes, EntityError> {
         let writes = self.ty.runtime.writes.clone();
-        let mut batch = writes.batch(self.key.shard());
+        let epoch = self.epoch.ok_or(EntityError::NotOwner {
+            shard: self.key.shard().get(),
+        })?;
+        let mut batch = WriteBatch::new(self.key.shard(), epoch);
         let new_state = match (&self.state, outcome.commit) {
             (Loaded::Ready(state), true) => Some(encode(state, "state")?),
             _ => None,
@@ -670,6 +858,15 @@ impl<E: Entity> EntityActor<E> {
 
 impl<E: Entity> Actor for EntityActor<E> {
     async fn started(&mut self, ctx: &mut Context<Self>) {
+        // The epoch first: the state read afterwards includes every write
+        // made before this node acquired the shard.
+        self.epoch = self.ty.runtime.writes.epoch(self.key.shard());
+        if self.epoch.is_none() {
+            self.state = Loaded::LoadFailed(EntityError::NotOwner {
+                shard: self.key.shard().get(),
+            });
+            return;
+        }
         self.state = match self.ty.runtime.storage.load_state(&self.key).await {
             Ok(None) => Loaded::Ready(E::State::default()),
             Ok(Some(bytes)) => match decode(&bytes, "state") {
@@ -709,6 +906,10 @@ impl<E: Entity> Handler<Invoke<E>> for EntityActor<E> {
     ) -> Result<Bytes, EntityError> {
         self.last_used = Instant::now();
         let result = self.handle_invoke(invoke).await;
+        if let Err(error @ EntityError::NotOwner { .. }) = &result {
+            // The shard moved: this activation must not serve again.
+            self.state = Loaded::LoadFailed(error.clone());
+        }
         if matches!(self.state, Loaded::LoadFailed(_)) {
             // Let the next call load afresh.
             self.ty.forget(self.key.entity_id(), &ctx.address());
@@ -776,6 +977,15 @@ pub(crate) trait AnyEntityType: Send + Sync {
         params: Bytes,
         request: Option<RequestId>,
     ) -> BoxFuture<'static, Result<Bytes, EntityError>>;
+    /// Runs a forwarded operation on entity `key`, here.
+    fn run_local_raw(
+        self: Arc<Self>,
+        key: EntityKey,
+        op: Op,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, EntityError>>;
+    /// Passivates the active entities, and stops the workflow tasks, of
+    /// the shards `lost` says this node no longer owns.
+    fn release(&self, lost: &dyn Fn(ShardId) -> bool);
     fn active_count(&self) -> usize;
     fn group(&self) -> ShardGroup;
     fn abort_workflows(&self);
@@ -800,6 +1010,40 @@ impl<E: Entity> AnyEntityType for EntityType<E> {
             self.invoke(&key, &handler, params, request, Caller::Client)
                 .await
         })
+    }
+
+    fn run_local_raw(
+        self: Arc<Self>,
+        key: EntityKey,
+        op: Op,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, EntityError>> {
+        Box::pin(async move { self.run_local(&key, op).await })
+    }
+
+    fn release(&self, lost: &dyn Fn(ShardId) -> bool) {
+        for stripe in &self.active {
+            let released: Vec<Addr<EntityActor<E>>> = {
+                let mut active = lock(stripe);
+                let ids: Vec<String> = active
+                    .iter()
+                    .filter(|(id, _)| self.key(id).is_ok_and(|key| lost(key.shard())))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.iter().filter_map(|id| active.remove(id)).collect()
+            };
+            for addr in released {
+                addr.stop();
+            }
+        }
+        let mut running = lock(&self.running);
+        running.retain(|_, (_, abort, shard)| {
+            if lost(*shard) {
+                abort.abort();
+                false
+            } else {
+                true
+            }
+        });
     }
 
     fn active_count(&self) -> usize {

@@ -295,7 +295,7 @@ impl<E: Entity> WorkflowContext<E> {
             reply,
         };
         let writes = &self.ty.runtime().writes;
-        let mut batch = writes.batch(self.key.shard());
+        let mut batch = writes.batch(self.key.shard())?;
         batch.append_journal(&self.key, self.execution, step, record.encode()?);
         writes.commit(batch).await?;
         Ok(())

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use prost::Message as _;
-use shoal_transport::{Endpoint, Identity, Kind, NodeId, Peer, RemoteError, Router};
+use shoal_transport::{Endpoint, Identity, Kind, Peer, RemoteError, Router};
 
 use crate::Node;
 use crate::entity::codec;
@@ -27,9 +27,9 @@ use crate::entity::{Callable, Entity, EntityError};
 pub use proto::{CallRequest, StatusReply};
 
 /// A call to an entity handler by name.
-pub const CALL: Kind = Kind(0x100);
+pub const CALL: Kind = Kind(0x0200);
 /// The node's status.
-pub const STATUS: Kind = Kind(0x101);
+pub const STATUS: Kind = Kind(0x0201);
 
 /// Why a remote call failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +78,7 @@ impl Server {
                 async move { call(&node, request.payload).await }
             })
             .unary(STATUS, move |_request| {
-                let reply = status(&node, node_id, &cluster).encode_to_vec();
+                let reply = status(&node, node_id.get(), &cluster).encode_to_vec();
                 async move { Ok::<_, RemoteError>(Bytes::from(reply)) }
             });
         let endpoint = Endpoint::builder(identity).router(router).bind(listen)?;
@@ -96,7 +96,7 @@ impl Server {
     }
 }
 
-async fn call(node: &Node, payload: Bytes) -> Result<Bytes, RemoteError> {
+pub(crate) async fn call(node: &Node, payload: Bytes) -> Result<Bytes, RemoteError> {
     let request = CallRequest::decode(payload)
         .map_err(|e| RemoteError::application(format!("malformed call request: {e}")))?;
     node.call_raw(
@@ -109,9 +109,9 @@ async fn call(node: &Node, payload: Bytes) -> Result<Bytes, RemoteError> {
     .map_err(|e: EntityError| RemoteError::application(e.to_string()))
 }
 
-fn status(node: &Node, node_id: NodeId, cluster: &str) -> StatusReply {
+pub(crate) fn status(node: &Node, node_id: u64, cluster: &str) -> StatusReply {
     StatusReply {
-        node_id: node_id.get(),
+        node_id,
         cluster: cluster.to_owned(),
         entity_types: node.entity_types().into_iter().map(str::to_owned).collect(),
         active_entities: node.active_entities() as u64,

@@ -212,6 +212,19 @@ pub struct CommitOutcome {
     skipped: Vec<Skipped>,
 }
 
+/// An outcome from its skipped ops, e.g. as a replicated state machine
+/// reports it back to the proposer.
+impl FromIterator<(OpIndex, SkipReason)> for CommitOutcome {
+    fn from_iter<I: IntoIterator<Item = (OpIndex, SkipReason)>>(skips: I) -> Self {
+        let mut skipped: Vec<Skipped> = skips
+            .into_iter()
+            .map(|(op, reason)| Skipped { op, reason })
+            .collect();
+        skipped.sort_by_key(|skipped| skipped.op);
+        CommitOutcome { skipped }
+    }
+}
+
 impl CommitOutcome {
     pub(crate) fn skip(&mut self, op: usize, reason: SkipReason) {
         let op = u32::try_from(op).expect("a validated batch has at most BATCH_OPS_MAX ops");

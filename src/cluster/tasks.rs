@@ -1,0 +1,148 @@
+//! A clustered node's background tasks:
+//!
+//! - **ownership**: on every change of the applied cluster state, the node
+//!   learns the members' addresses, passivates the entities (and stops the
+//!   workflow tasks) of the shards it lost, scans the shards it gained for
+//!   pending messages and workflow executions, and starts or stops the
+//!   singletons placed on it (a singleton runs on the owner of the shard
+//!   its name hashes to in the default group);
+//! - **failure detection** (acting only while this node leads): a member
+//!   whose last acknowledged heartbeat is older than `down_after` is
+//!   marked down, so its shards move; one that answers again is marked up.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::Instant as _;
+use openraft::ServerState;
+use openraft::rt::watch::WatchReceiver as _;
+use shoal_storage::ShardId;
+use shoal_transport::NodeId;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::core::Core;
+use crate::Node;
+use crate::node::WeakNode;
+use crate::shard::{self, ShardGroup};
+
+/// How often the ownership task looks again even without a change.
+const RESCAN: Duration = Duration::from_secs(1);
+
+/// Starts the tasks for `node`.
+pub(crate) fn spawn(node: &Node, core: Arc<Core>) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(ownership(node.downgrade(), core.clone())),
+        tokio::spawn(detect_failures(core)),
+    ]
+}
+
+/// The shard a singleton called `name` is placed by.
+pub(crate) fn singleton_shard(name: &str, shards_per_group: u32) -> ShardId {
+    shard::shard_of(ShardGroup::DEFAULT, name, shards_per_group)
+}
+
+async fn ownership(node: WeakNode, core: Arc<Core>) {
+    let mut state = core.state.clone();
+    let mut owned: HashSet<ShardId> = HashSet::new();
+    loop {
+        let Some(node) = node.upgrade() else { return };
+        let view = state.borrow_and_update().clone();
+        let membership = core
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        if let Some(endpoint) = core.endpoint() {
+            for (id, member) in membership.membership().nodes() {
+                if *id != core.me
+                    && let Ok(addr) = member.addr.parse()
+                {
+                    endpoint.add_peer(NodeId::new(*id), addr);
+                }
+            }
+        }
+        let now_owned: HashSet<ShardId> = node
+            .shards()
+            .into_iter()
+            .filter(|shard| view.owner(*shard) == Some(core.me))
+            .collect();
+        let lost: HashSet<ShardId> = owned.difference(&now_owned).copied().collect();
+        let gained: Vec<ShardId> = now_owned.difference(&owned).copied().collect();
+        if !lost.is_empty() {
+            tracing::info!(node = core.me, lost = lost.len(), "shards moved away");
+            for (_, ty) in node.runtime().all_types() {
+                ty.release(&|shard| lost.contains(&shard));
+            }
+        }
+        if !gained.is_empty() {
+            tracing::info!(node = core.me, gained = gained.len(), "shards acquired");
+            if let Err(error) = node.runtime().deliverer.scan(gained).await {
+                tracing::warn!(%error, "cannot scan acquired shards; the sweep will");
+            }
+        }
+        owned = now_owned;
+        let shards_per_group = node.config().shards_per_group();
+        for singleton in node.cluster_singletons() {
+            let shard = singleton_shard(&singleton.name, shards_per_group);
+            let mine = view.owner(shard) == Some(core.me);
+            let running = node.singleton_running(&singleton.name);
+            if mine && !running {
+                tracing::info!(node = core.me, singleton = %singleton.name, "starting singleton here");
+                if let Err(error) = node.start_singleton(singleton.clone()) {
+                    tracing::warn!(singleton = %singleton.name, %error, "cannot start singleton");
+                }
+            } else if !mine && running {
+                tracing::info!(node = core.me, singleton = %singleton.name, "singleton moves away");
+                node.stop_singleton(&singleton.name);
+            }
+        }
+        drop(node);
+        if let Ok(Err(_)) = tokio::time::timeout(RESCAN, state.changed()).await {
+            return;
+        }
+    }
+}
+
+async fn detect_failures(core: Arc<Core>) {
+    let down_after = core.config.down_after;
+    let period = (down_after / 5).max(Duration::from_millis(20));
+    let mut leading_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(period).await;
+        let metrics = core.raft.metrics().borrow_watched().clone();
+        if metrics.state != ServerState::Leader {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert_with(Instant::now);
+        let Some(heartbeats) = metrics.heartbeat else {
+            continue;
+        };
+        let view = core.view();
+        for (id, acked) in heartbeats {
+            if id == core.me {
+                continue;
+            }
+            let silence = match acked {
+                Some(at) => at.into_inner().elapsed(),
+                None => since.elapsed(),
+            };
+            let down = view.down().contains(&id);
+            let result = if silence >= down_after && !down {
+                tracing::warn!(node = id, ?silence, "member silent; marking it down");
+                shoal_raft::membership::mark_down(&core.raft, id).await
+            } else if silence < down_after && down {
+                tracing::info!(node = id, "member answers again; marking it up");
+                shoal_raft::membership::mark_up(&core.raft, id).await
+            } else {
+                Ok(())
+            };
+            if let Err(error) = result {
+                tracing::debug!(node = id, %error, "cannot change a member's state");
+            }
+        }
+    }
+}

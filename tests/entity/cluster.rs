@@ -1,0 +1,253 @@
+//! Cluster mode with the in-process `TestCluster`: replicated writes,
+//! routing from any node, leader and owner failures, partitions, restarts
+//! and membership changes under load. Every wait is bounded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shoal::builtin::{Counter, CounterAdd, CounterGet, Kv, KvGet, KvSet};
+use shoal::cluster::MemberState;
+use shoal::testing::TestCluster;
+use tokio::sync::Mutex;
+
+use crate::within;
+
+async fn cluster(n: usize) -> TestCluster {
+    within(
+        "the cluster to start",
+        TestCluster::builder()
+            .nodes(n)
+            .configure(|node| node.with_builtins())
+            .start(),
+    )
+    .await
+    .expect("cluster starts")
+}
+
+/// Writes `key-{k}` = `v{k}` through node `via`, retrying a retryable
+/// failure; returns whether it was acknowledged.
+async fn put(cluster: &TestCluster, via: u64, k: u64) -> bool {
+    let Ok(node) = cluster.node(via) else {
+        return false;
+    };
+    matches!(
+        node.client::<Kv>(format!("key-{k}"))
+            .call(KvSet, format!("v{k}"))
+            .await,
+        Ok(Ok(_))
+    )
+}
+
+/// Reads every key of `acked` through every running node.
+async fn check_all(cluster: &TestCluster, acked: &[u64]) {
+    for id in cluster.running() {
+        let node = cluster.node(id).unwrap();
+        for k in acked {
+            let got = within(
+                "a read",
+                node.client::<Kv>(format!("key-{k}")).call(KvGet, ()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("node {id} reading key-{k}: {e}"));
+            assert_eq!(got, Some(format!("v{k}")), "node {id}, key-{k}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_serves_any_entity() {
+    let cluster = cluster(3).await;
+    for k in 0..30u64 {
+        let via = 1 + k % 3;
+        let total = within(
+            "an add",
+            cluster
+                .node(via)
+                .unwrap()
+                .client::<Counter>("c-1")
+                .call(CounterAdd, 1),
+        )
+        .await
+        .expect("routed")
+        .expect("applied");
+        assert_eq!(total, k as i64 + 1);
+    }
+    for id in cluster.running() {
+        let got = within(
+            "a get",
+            cluster
+                .node(id)
+                .unwrap()
+                .client::<Counter>("c-1")
+                .call(CounterGet, ()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, 30);
+    }
+    // Entities spread over the nodes: each owns some shards.
+    let status = cluster.node(1).unwrap().cluster_status().unwrap();
+    assert_eq!(status.members.len(), 3);
+    assert!(status.members.iter().all(|m| m.shards > 0), "{status:?}");
+    assert_eq!(status.members.iter().map(|m| m.shards).sum::<usize>(), 2048);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_during_writes_loses_no_acknowledged_write() {
+    let cluster = cluster(3).await;
+    for k in 0..20 {
+        assert!(put(&cluster, 1 + k % 3, k).await);
+    }
+    let leader = cluster.leader().await.unwrap();
+    let shared = Arc::new(Mutex::new(cluster));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut k = 20;
+            while !stop.load(Ordering::Acquire) {
+                let guard = shared.lock().await;
+                let running = guard.running();
+                let via = running[k as usize % running.len()];
+                if put(&guard, via, k).await {
+                    acked.push(k);
+                }
+                drop(guard);
+                k += 1;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shared.lock().await.kill(leader).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Release);
+    let mut acked = within("the writer", writer).await.unwrap();
+    let cluster = Arc::into_inner(shared).unwrap().into_inner();
+    let new_leader = cluster.leader().await.unwrap();
+    assert_ne!(new_leader, leader);
+    acked.extend(0..20);
+    assert!(acked.len() > 40, "only {} writes acknowledged", acked.len());
+    within("convergence", cluster.wait_converged())
+        .await
+        .unwrap();
+    check_all(&cluster, &acked).await;
+    let mut cluster = cluster;
+    // The old leader comes back and catches up.
+    cluster.restart(leader).await.unwrap();
+    within("convergence", cluster.wait_converged())
+        .await
+        .unwrap();
+    check_all(&cluster, &acked).await;
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_partition_makes_no_progress_and_heals() {
+    let cluster = cluster(3).await;
+    let leader = cluster.leader().await.unwrap();
+    let minority = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    let majority: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != minority)
+        .collect();
+    cluster.partition(&[minority], &majority);
+    // The majority marks the silent node down and takes its shards over.
+    let watcher = cluster.node(majority[0]).unwrap().clone();
+    within(
+        "the minority marked down",
+        cluster.wait_for("the minority marked down", || {
+            let status = watcher.cluster_status()?;
+            let member = status.members.iter().find(|m| m.id == minority)?;
+            (member.state == MemberState::Down
+                && status
+                    .members
+                    .iter()
+                    .all(|m| (m.shards > 0) == (m.id != minority)))
+            .then_some(())
+        }),
+    )
+    .await
+    .unwrap();
+    // Through the majority, every key is served.
+    let mut acked = Vec::new();
+    for k in 0..40 {
+        if put(&cluster, majority[k as usize % 2], k).await {
+            acked.push(k);
+        }
+    }
+    assert_eq!(acked.len(), 40, "the majority serves every key");
+    // The minority cannot commit anything.
+    let lonely = tokio::time::timeout(
+        Duration::from_secs(3),
+        cluster
+            .node(minority)
+            .unwrap()
+            .client::<Kv>("isolated")
+            .call(KvSet, "x".to_owned()),
+    )
+    .await;
+    assert!(!matches!(lonely, Ok(Ok(Ok(_)))), "{lonely:?}");
+    cluster.heal();
+    within("convergence", cluster.wait_converged())
+        .await
+        .unwrap();
+    check_all(&cluster, &acked).await;
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_under_load() {
+    let mut cluster = cluster(3).await;
+    let mut acked = BTreeMap::new();
+    let mut k = 0;
+    for step in 0..3 {
+        for _ in 0..15 {
+            let running = cluster.running();
+            let via = running[k as usize % running.len()];
+            if put(&cluster, via, k).await {
+                acked.insert(k, ());
+            }
+            k += 1;
+        }
+        match step {
+            0 | 1 => {
+                let id = within("a join", cluster.add_node()).await.unwrap();
+                assert!(
+                    cluster
+                        .node(id)
+                        .unwrap()
+                        .cluster_status()
+                        .unwrap()
+                        .members
+                        .len()
+                        >= 4
+                );
+            }
+            _ => {
+                for id in [4, 5] {
+                    within("a leave", cluster.remove_node(id)).await.unwrap();
+                }
+            }
+        }
+    }
+    within("convergence", cluster.wait_converged())
+        .await
+        .unwrap();
+    let status = cluster.node(1).unwrap().cluster_status().unwrap();
+    assert_eq!(status.members.len(), 3, "{status:?}");
+    let acked: Vec<u64> = acked.into_keys().collect();
+    assert_eq!(acked.len(), 45);
+    check_all(&cluster, &acked).await;
+    cluster.shutdown().await.unwrap();
+}
