@@ -254,10 +254,17 @@ impl CronJob {
     /// The scheduler singleton that runs this job.
     pub(crate) fn into_singleton(self) -> Singleton {
         let job = Arc::new(self);
-        singleton(format!("cron:{}", job.name)).build(move |ctx| {
+        let mut singleton = singleton(format!("cron:{}", job.name)).build({
             let job = job.clone();
-            async move { job.run(ctx).await }
-        })
+            move |ctx| {
+                let job = job.clone();
+                async move { job.run(ctx).await }
+            }
+        });
+        // In a cluster it runs where its cursor's shard is owned, so it
+        // writes the cursor locally.
+        singleton.placement = job.name.as_str().into();
+        singleton
     }
 
     async fn run(&self, ctx: SingletonContext) {

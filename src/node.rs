@@ -465,6 +465,21 @@ impl Node {
         Some(cluster.core.status(&self.shards()))
     }
 
+    /// The node that owns entity `entity_id` of type `entity_type` as far
+    /// as this node knows: this node's id on a node that is not clustered
+    /// (`None` there too, as it has no id), `None` when the type is not
+    /// registered, the id invalid or the shard has no owner now.
+    pub fn entity_owner(&self, entity_type: &str, entity_id: &str) -> Option<u64> {
+        let cluster = self.inner.cluster.as_ref()?;
+        let key = self
+            .inner
+            .runtime
+            .any_type(entity_type)?
+            .key(entity_id)
+            .ok()?;
+        cluster.core.owner(key.shard())
+    }
+
     /// This node's id in its cluster.
     pub fn node_id(&self) -> Option<u64> {
         self.inner.cluster.as_ref().map(|c| c.core.me)

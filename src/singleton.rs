@@ -58,6 +58,9 @@ type Body = Arc<dyn Fn(SingletonContext) -> BoxFuture<'static, ()> + Send + Sync
 #[derive(Clone)]
 pub struct Singleton {
     pub(crate) name: Arc<str>,
+    /// In a cluster, it runs on the owner of the shard this key hashes to
+    /// (its name, unless set).
+    pub(crate) placement: Arc<str>,
     body: Body,
     strategy: SupervisorStrategy,
     restart_delay: Duration,
@@ -112,6 +115,7 @@ impl SingletonBuilder {
         Fut: Future<Output = ()> + Send + 'static,
     {
         Singleton {
+            placement: self.name.clone(),
             name: self.name,
             body: Arc::new(move |ctx| body(ctx).boxed()),
             strategy: self.strategy,

@@ -421,8 +421,8 @@ impl TestCluster {
     }
 
     /// Waits until every running node follows one leader and has applied
-    /// the same cluster state, in which every running node that is not
-    /// marked down owns shards and no shard is owned by a stopped node.
+    /// the same cluster state, in which shards are placed on every running
+    /// member that is up and on no stopped one.
     pub async fn wait_converged(&self) -> Result<(), TestClusterError> {
         let running = self.running();
         self.wait_for("the cluster to converge", || {
@@ -439,7 +439,7 @@ impl TestCluster {
             });
             let placed = first.members.iter().all(|m| {
                 let runs = running.contains(&m.id);
-                (m.shards > 0) == (runs && m.state == crate::cluster::MemberState::Up)
+                m.placed == (runs && m.state == crate::cluster::MemberState::Up)
             });
             (agreed && placed && first.leader.is_some_and(|l| running.contains(&l))).then_some(())
         })

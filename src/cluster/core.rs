@@ -431,6 +431,7 @@ impl Core {
                 } else {
                     MemberState::Up
                 },
+                placed: view.placement().contains(id),
                 shards: 0,
             })
             .collect();
@@ -489,6 +490,8 @@ pub struct MemberStatus {
     pub voter: bool,
     /// Its state.
     pub state: MemberState,
+    /// Whether shards are placed on it (it is up, not joining or leaving).
+    pub placed: bool,
     /// How many shards (of the registered types' groups) it owns.
     pub shards: usize,
 }

@@ -5,7 +5,8 @@
 //!   workflow tasks) of the shards it lost, scans the shards it gained for
 //!   pending messages and workflow executions, and starts or stops the
 //!   singletons placed on it (a singleton runs on the owner of the shard
-//!   its name hashes to in the default group);
+//!   its name hashes to in the default group; a cron job, on the owner of
+//!   its cursor's shard);
 //! - **failure detection** (acting only while this node leads): a member
 //!   whose last acknowledged heartbeat is older than `down_after` is
 //!   marked down, so its shards move; one that answers again is marked up.
@@ -86,7 +87,7 @@ async fn ownership(node: WeakNode, core: Arc<Core>) {
         owned = now_owned;
         let shards_per_group = node.config().shards_per_group();
         for singleton in node.cluster_singletons() {
-            let shard = singleton_shard(&singleton.name, shards_per_group);
+            let shard = singleton_shard(&singleton.placement, shards_per_group);
             let mine = view.owner(shard) == Some(core.me);
             let running = node.singleton_running(&singleton.name);
             if mine && !running {

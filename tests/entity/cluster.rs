@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use shoal::builtin::{Counter, CounterAdd, CounterGet, Kv, KvGet, KvSet};
@@ -249,5 +249,134 @@ async fn members_join_and_leave_under_load() {
     let acked: Vec<u64> = acked.into_keys().collect();
     assert_eq!(acked.len(), 45);
     check_all(&cluster, &acked).await;
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_killed_mid_workload_applies_every_activity_exactly_once() {
+    let mut cluster = cluster(3).await;
+    // A busy counter whose owner is not node 1 (through which we call).
+    let id = (0..)
+        .map(|n| format!("busy-{n}"))
+        .find(|id| {
+            let owner = cluster.node(1).unwrap().entity_owner("shoal.Counter", id);
+            owner.is_some() && owner != Some(1)
+        })
+        .unwrap();
+    let owner = cluster
+        .node(1)
+        .unwrap()
+        .entity_owner("shoal.Counter", &id)
+        .unwrap();
+    let shared = Arc::new(Mutex::new(cluster));
+    let adds = 60u64;
+    let worker = {
+        let shared = shared.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let mut retries = 0;
+            for k in 0..adds {
+                // Retried with the same key until acknowledged: applied
+                // once, whatever happened to the attempts before.
+                loop {
+                    let guard = shared.lock().await;
+                    let client = guard.node(1).unwrap().client::<Counter>(&id);
+                    let attempt = client
+                        .call_with_key(CounterAdd, 1, &format!("add-{k}"))
+                        .await;
+                    drop(guard);
+                    match attempt {
+                        Ok(Ok(_)) => break,
+                        _ => {
+                            retries += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+            retries
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shared.lock().await.kill(owner).await.unwrap();
+    let retries = within("the workload", worker).await.unwrap();
+    let cluster = Arc::into_inner(shared).unwrap().into_inner();
+    eprintln!("{retries} retried attempts");
+    let new_owner = cluster.node(1).unwrap().entity_owner("shoal.Counter", &id);
+    assert!(
+        new_owner.is_some() && new_owner != Some(owner),
+        "{new_owner:?}"
+    );
+    for via in cluster.running() {
+        let total = within(
+            "a get",
+            cluster
+                .node(via)
+                .unwrap()
+                .client::<Counter>(&id)
+                .call(CounterGet, ()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(total, adds as i64, "through node {via}");
+    }
+    cluster.shutdown().await.unwrap();
+}
+
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static MOST_AT_ONCE: AtomicUsize = AtomicUsize::new(0);
+static STARTS: AtomicUsize = AtomicUsize::new(0);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_singleton_runs_once_and_moves_when_its_node_dies() {
+    let mut cluster = within(
+        "the cluster to start",
+        TestCluster::builder()
+            .nodes(3)
+            .configure(|node| {
+                node.singleton("watchdog", |ctx| async move {
+                    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+                    MOST_AT_ONCE.fetch_max(now, Ordering::SeqCst);
+                    STARTS.fetch_add(1, Ordering::SeqCst);
+                    // Decrements when cancelled or aborted (dropped).
+                    struct Running;
+                    impl Drop for Running {
+                        fn drop(&mut self) {
+                            RUNNING.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                    let _running = Running;
+                    ctx.cancelled().await;
+                })
+            })
+            .start(),
+    )
+    .await
+    .unwrap();
+    let host = cluster
+        .wait_for("the singleton to start", || {
+            cluster
+                .running()
+                .into_iter()
+                .find(|id| cluster.node(*id).unwrap().singleton_running("watchdog"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(RUNNING.load(Ordering::SeqCst), 1);
+    cluster.kill(host).await.unwrap();
+    let next = cluster
+        .wait_for("the singleton to move", || {
+            cluster
+                .running()
+                .into_iter()
+                .find(|id| cluster.node(*id).unwrap().singleton_running("watchdog"))
+        })
+        .await
+        .unwrap();
+    assert_ne!(next, host);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(RUNNING.load(Ordering::SeqCst), 1);
+    assert_eq!(MOST_AT_ONCE.load(Ordering::SeqCst), 1, "never two at once");
+    assert_eq!(STARTS.load(Ordering::SeqCst), 2);
     cluster.shutdown().await.unwrap();
 }
