@@ -9,6 +9,13 @@
 //! shoal ca init --dir ./ca --cluster prod
 //! shoal cert issue --ca ./ca --node 1 --out ./node1/tls
 //! shoal cert issue --ca ./ca --client ops --out ./ops-tls
+//!
+//! # a cluster of three on one machine (one shared CA in ./certs)
+//! shoal run --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data ./n1 --ca-dir ./certs
+//! shoal run --id 2 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data ./n2 --ca-dir ./certs
+//! shoal run --id 3 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data ./n3 --ca-dir ./certs
+//! shoal run --id 4 --listen 127.0.0.1:7004 --join 127.0.0.1:7001 --data ./n4 --ca-dir ./certs
+//! shoal status --node 127.0.0.1:7002 --tls ./certs
 //! ```
 //!
 //! Every byte goes over QUIC with mutual TLS. Without prepared
@@ -18,16 +25,31 @@
 //! certificate from that CA. In production, create the CA with `ca init`,
 //! keep its key away from the nodes, and issue node and client
 //! certificates with `cert issue`.
+//!
+//! A cluster needs one CA for all its nodes. `run --ca-dir DIR` issues the
+//! node's certificate (into `DATA/tls`) from the CA in `DIR` at its first
+//! start, creating that CA if `DIR` has none (development: the CA key is on
+//! the machine); the CLI takes `--tls DIR`.
+//!
+//! SIGTERM or Ctrl-C on a clustered node makes it *leave* the cluster
+//! (its shards move, its id is retired for good) and exit 0; with
+//! `--on-term stop` it stops without leaving, to come back under the same
+//! id (rolling restarts). `kill -9` is a crash: the others mark it down
+//! after `down_after` (1.5 s) and move its shards; `shoal run` with the
+//! same id and data directory brings it back.
 
 #![allow(clippy::print_stdout)] // A command-line tool talks to its user.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use shoal::Node;
 use shoal::builtin::{Counter, CounterAdd, CounterGet, Kv, KvDel, KvGet, KvSet};
+use shoal::cluster::ClusterConfig;
 use shoal::server::{Client, Server};
 use shoal_transport::{Ca, Identity, NodeId, Validity, dev_bootstrap};
 
@@ -44,7 +66,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a node (stop it with Ctrl-C or SIGTERM: it shuts down gracefully).
+    /// Runs a node, alone or as a cluster member (stop it with Ctrl-C or
+    /// SIGTERM: alone it shuts down gracefully; a cluster member leaves the
+    /// cluster unless `--on-term stop`).
     Run(RunArgs),
     /// Shows a node's status.
     Status(Remote),
@@ -76,23 +100,72 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// A TOML file with any of `id`, `listen`, `data`, `cluster`; flags
-    /// given on the command line take precedence.
+    /// A TOML file with any of `id`, `listen`, `data`, `cluster`, `peers`
+    /// (a table `id = "addr"`), `join` (a list), `advertise`, `ca_dir`,
+    /// `on_term`; flags given on the command line take precedence.
     #[arg(long)]
     config: Option<PathBuf>,
     /// This node's id (never reuse one for another node).
     #[arg(long)]
     id: Option<u64>,
-    /// The UDP address to serve QUIC on [default: 127.0.0.1:7001].
+    /// The UDP address to serve QUIC on [default: this node's address in
+    /// `--peers`, else 127.0.0.1:7001].
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// The data directory (created if missing).
     #[arg(long)]
     data: Option<PathBuf>,
     /// The cluster's name; development mode creates its CA under it
-    /// [default: dev].
+    /// [default: dev, or the name of the CA in `--ca-dir`].
     #[arg(long)]
     cluster: Option<String>,
+    /// The initial members of a new cluster, this node included, as
+    /// `ID=ADDR,ID=ADDR,…`; every initial member gets the same list.
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer, conflicts_with = "join")]
+    peers: Vec<(u64, SocketAddr)>,
+    /// Joins a running cluster through the member at ADDR instead of
+    /// bootstrapping one (repeat to give several to try).
+    #[arg(long, value_name = "ADDR")]
+    join: Vec<SocketAddr>,
+    /// The address the other nodes reach this one at [default: this
+    /// node's address in `--peers`, else the listen address].
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+    /// A CA directory (`ca.pem`, `ca.key`) to issue this node's certificate
+    /// from at its first start, created if it holds no CA yet (development:
+    /// give every node of a cluster the same directory).
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// What SIGTERM / Ctrl-C does to a cluster member: `leave` the cluster
+    /// for good (its id is retired), or `stop` without leaving, to restart
+    /// under the same id [default: leave].
+    #[arg(long, value_enum)]
+    on_term: Option<OnTerm>,
+}
+
+/// What a termination signal does to a cluster member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OnTerm {
+    /// Leave the cluster: shards move away, the id is retired.
+    Leave,
+    /// Stop without leaving (the others see a crash until it is back).
+    Stop,
+}
+
+fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected ID=ADDR, like 1=127.0.0.1:7001"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?}: bad node id: {e}"))?;
+    let addr = addr
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?}: bad address: {e}"))?;
+    Ok((id, addr))
 }
 
 /// The settings of `shoal run`, from flags over a config file.
@@ -103,6 +176,12 @@ struct RunConfig {
     listen: Option<SocketAddr>,
     data: Option<PathBuf>,
     cluster: Option<String>,
+    /// `[peers]` with `1 = "127.0.0.1:7001"` lines.
+    peers: Option<BTreeMap<String, SocketAddr>>,
+    join: Option<Vec<SocketAddr>>,
+    advertise: Option<SocketAddr>,
+    ca_dir: Option<PathBuf>,
+    on_term: Option<OnTerm>,
 }
 
 /// Validated `shoal run` settings.
@@ -110,7 +189,19 @@ struct RunSettings {
     id: u64,
     listen: SocketAddr,
     data: PathBuf,
-    cluster: String,
+    /// Given explicitly (else the CA's name, or "dev").
+    cluster: Option<String>,
+    peers: BTreeMap<u64, SocketAddr>,
+    join: Vec<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    ca_dir: Option<PathBuf>,
+    on_term: OnTerm,
+}
+
+impl RunSettings {
+    fn clustered(&self) -> bool {
+        !self.peers.is_empty() || !self.join.is_empty()
+    }
 }
 
 impl RunArgs {
@@ -124,22 +215,63 @@ impl RunArgs {
             }
             None => RunConfig::default(),
         };
+        let id = self
+            .id
+            .or(file.id)
+            .context("a node id is required: --id N or `id = N` in the config")?;
+        let peers: BTreeMap<u64, SocketAddr> = if self.peers.is_empty() {
+            let mut peers = BTreeMap::new();
+            for (key, addr) in file.peers.unwrap_or_default() {
+                let peer: u64 = key.parse().with_context(|| {
+                    format!("the config's [peers] key {key:?} is not a node id")
+                })?;
+                peers.insert(peer, addr);
+            }
+            peers
+        } else {
+            let mut peers = BTreeMap::new();
+            for (peer, addr) in self.peers {
+                if peers.insert(peer, addr).is_some() {
+                    bail!("--peers names node {peer} twice");
+                }
+            }
+            peers
+        };
+        let join = if self.join.is_empty() {
+            file.join.unwrap_or_default()
+        } else {
+            self.join
+        };
+        if !peers.is_empty() && !join.is_empty() {
+            bail!("give either --peers (a new cluster) or --join (a running one), not both");
+        }
+        if !peers.is_empty() && !peers.contains_key(&id) {
+            bail!(
+                "--peers must include this node ({id}): it lists {:?}",
+                peers.keys().collect::<Vec<_>>()
+            );
+        }
+        let listen = self
+            .listen
+            .or(file.listen)
+            .or_else(|| peers.get(&id).copied())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001)));
+        let advertise = self
+            .advertise
+            .or(file.advertise)
+            .or_else(|| peers.get(&id).copied());
         Ok(RunSettings {
-            id: self
-                .id
-                .or(file.id)
-                .context("a node id is required: --id N or `id = N` in the config")?,
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001))),
+            id,
+            listen,
             data: self.data.or(file.data).context(
                 "a data directory is required: --data DIR or `data = \"DIR\"` in the config",
             )?,
-            cluster: self
-                .cluster
-                .or(file.cluster)
-                .unwrap_or_else(|| "dev".to_owned()),
+            cluster: self.cluster.or(file.cluster),
+            peers,
+            join,
+            advertise,
+            ca_dir: self.ca_dir.or(file.ca_dir),
+            on_term: self.on_term.or(file.on_term).unwrap_or(OnTerm::Leave),
         })
     }
 }
@@ -169,8 +301,11 @@ struct Remote {
 enum KvOp {
     /// Stores VALUE under KEY; prints the previous value.
     Set { key: String, value: String },
-    /// Prints the value under KEY.
-    Get { key: String },
+    /// Prints the value under each KEY, one line each.
+    Get {
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
     /// Removes KEY; prints whether it was set.
     Del { key: String },
 }
@@ -246,21 +381,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(remote) => {
             let client = client(&remote)?;
             let status = client.status().await?;
-            println!("node      {}", status.node_id);
-            println!("cluster   {}", status.cluster);
-            println!(
-                "entities  {} active; types: {}",
-                status.active_entities,
-                status.entity_types.join(", ")
-            );
-            println!(
-                "shards    {} per group, all on this node",
-                status.shards_per_group
-            );
-            println!("data      {}", status.data_file);
-            if !status.singletons.is_empty() {
-                println!("singletons {}", status.singletons.join(", "));
-            }
+            print_status(&status);
             client.shutdown().await;
             Ok(())
         }
@@ -271,7 +392,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     let previous = client.call::<Kv, _, _>(&key, KvSet, value).await?;
                     print_value(previous.map_err(anyhow::Error::msg)?);
                 }
-                KvOp::Get { key } => print_value(client.call::<Kv, _, _>(&key, KvGet, ()).await?),
+                KvOp::Get { keys } => {
+                    for key in keys {
+                        print_value(client.call::<Kv, _, _>(&key, KvGet, ()).await?);
+                    }
+                }
                 KvOp::Del { key } => {
                     let existed = client.call::<Kv, _, _>(&key, KvDel, ()).await?;
                     println!("{}", existed.map_err(anyhow::Error::msg)?);
@@ -323,13 +448,138 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let args = args.settings()?;
-    let identity =
-        dev_bootstrap(&args.data, &args.cluster, NodeId::new(args.id)).with_context(|| {
-            format!(
-                "preparing the certificates in {}",
-                args.data.join("tls").display()
-            )
-        })?;
+    let left_marker = args.data.join(LEFT_MARKER);
+    if left_marker.exists() {
+        bail!(
+            "node {} left its cluster (see {}): its id is retired and cannot rejoin; \
+             start a new node with a new --id and an empty data directory",
+            args.id,
+            left_marker.display()
+        );
+    }
+    let identity = node_identity(&args)?;
+    if !args.clustered() {
+        return run_single(&args, identity).await;
+    }
+    let mut config = ClusterConfig::builder(identity)
+        .listen(args.listen)
+        .transport(cluster_transport()?);
+    if let Some(advertise) = args.advertise {
+        config = config.advertise(advertise);
+    }
+    for (peer, addr) in &args.peers {
+        config = config.peer(*peer, *addr);
+    }
+    for addr in &args.join {
+        config = config.join(*addr);
+    }
+    let config = config.build()?;
+    if args.join.is_empty() {
+        say(&format!(
+            "shoal node {} starting with peers {}",
+            args.id,
+            args.peers
+                .iter()
+                .map(|(id, addr)| format!("{id}={addr}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    } else {
+        say(&format!(
+            "shoal node {} joining the cluster through {}",
+            args.id,
+            args.join
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let node = Node::builder()
+        .data_dir(&args.data)
+        .with_builtins()
+        .cluster(config)
+        .start()
+        .await?;
+    let addr = node.cluster_addr().unwrap_or(args.listen);
+    say(&format!(
+        "shoal node {} listening on {} (data in {}; cluster member)",
+        args.id,
+        addr,
+        args.data.display()
+    ));
+    wait_for_stop().await?;
+    match args.on_term {
+        OnTerm::Stop => {
+            say(
+                "stopping without leaving the cluster (the others mark this node down until it is back)",
+            );
+            node.shutdown().await?;
+            say(&format!(
+                "stopped; `shoal run` with --id {} and this data directory brings it back",
+                args.id
+            ));
+            Ok(())
+        }
+        OnTerm::Leave => {
+            say(&format!(
+                "leaving the cluster: moving node {}'s shards to the other members \
+                 (signal again to stop without leaving)",
+                args.id
+            ));
+            let left = tokio::select! {
+                left = node.leave() => Some(left),
+                stop = wait_for_stop() => { stop?; None }
+            };
+            match left {
+                Some(Ok(())) => {
+                    let _ = std::fs::write(
+                        &left_marker,
+                        format!("node {} left the cluster; its id is retired\n", args.id),
+                    );
+                    say(&format!(
+                        "left the cluster: node {} is removed and its id retired (it cannot rejoin \
+                         under this id); stopped",
+                        args.id
+                    ));
+                    Ok(())
+                }
+                Some(Err(error)) => {
+                    say(&format!(
+                        "could not leave the cluster: {error}; stopping without leaving"
+                    ));
+                    node.shutdown().await?;
+                    say("stopped (still a member: the others mark it down)");
+                    Err(anyhow::anyhow!("could not leave the cluster: {error}"))
+                }
+                None => {
+                    say("stopping without leaving the cluster");
+                    node.shutdown().await?;
+                    say("stopped (still a member: the others mark it down)");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// The transport settings of a cluster member: a crashed peer's connection
+/// is given up after a few seconds of silence (Raft heartbeats keep live
+/// ones busy), so a call forwarded to it fails instead of waiting for the
+/// 30 s default.
+fn cluster_transport() -> anyhow::Result<shoal_transport::Config> {
+    Ok(shoal_transport::Config::builder()
+        .keep_alive_interval(Duration::from_secs(1))
+        .idle_timeout(Duration::from_secs(4))
+        .connect_timeout(Duration::from_secs(2))
+        .build()?)
+}
+
+/// Written into the data directory of a node that left its cluster.
+const LEFT_MARKER: &str = "LEFT";
+
+/// One node, no cluster: today's behaviour.
+async fn run_single(args: &RunSettings, identity: Identity) -> anyhow::Result<()> {
     let node = Node::builder()
         .data_dir(&args.data)
         .with_builtins()
@@ -347,6 +597,161 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     server.shutdown().await;
     node.shutdown().await?;
     say("stopped");
+    Ok(())
+}
+
+/// The node's certificate: from `DATA/tls` if it was issued before; else
+/// from the CA in `--ca-dir` (created there if missing); else, for a single
+/// node only, development mode (a CA of its own in `DATA/tls`).
+fn node_identity(args: &RunSettings) -> anyhow::Result<Identity> {
+    let tls = args.data.join("tls");
+    let (ca_pem, node_pem, node_key) = (
+        tls.join("ca.pem"),
+        tls.join("node.pem"),
+        tls.join("node.key"),
+    );
+    let node_id = NodeId::new(args.id);
+    if !args.clustered() && args.ca_dir.is_none() {
+        // One node on its own: development mode as ever.
+        let cluster = args.cluster.as_deref().unwrap_or("dev");
+        return dev_bootstrap(&args.data, cluster, node_id)
+            .with_context(|| format!("preparing the certificates in {}", tls.display()));
+    }
+    let identity = if node_pem.exists() {
+        let identity = Identity::load(&ca_pem, &node_pem, &node_key)?;
+        if let Some(ca_dir) = &args.ca_dir {
+            let theirs = std::fs::read_to_string(ca_dir.join("ca.pem")).ok();
+            if theirs.is_some_and(|pem| pem.trim() != identity.ca_cert_pem().trim()) {
+                bail!(
+                    "{} was issued by another CA than the one in {}: every node of a \
+                     cluster needs certificates of one CA",
+                    node_pem.display(),
+                    ca_dir.display()
+                );
+            }
+        }
+        identity
+    } else if let Some(ca_dir) = &args.ca_dir {
+        let ca = shared_ca(ca_dir, args.cluster.as_deref().unwrap_or("dev"))?;
+        let identity = ca.issue_node(node_id, Validity::days(365))?;
+        std::fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
+        write_atomically(&ca_pem, &ca.cert_pem(), false)?;
+        write_atomically(&node_key, &identity.key_pem(), true)?;
+        write_atomically(&node_pem, &identity.cert_pem(), false)?;
+        say(&format!(
+            "issued the certificate of node {} from the CA in {} into {}",
+            args.id,
+            ca_dir.display(),
+            tls.display()
+        ));
+        identity
+    } else if args.clustered() && !tls.join("ca.key").exists() {
+        bail!(
+            "a cluster needs one CA for all its nodes and {} holds no certificate: start every \
+             node with the same `--ca-dir DIR` (its CA is created at the first start), or issue \
+             one with `shoal ca init --dir CA --cluster NAME` and \
+             `shoal cert issue --ca CA --node {} --out {}`",
+            tls.display(),
+            args.id,
+            tls.display()
+        );
+    } else {
+        let cluster = args.cluster.as_deref().unwrap_or("dev");
+        return dev_bootstrap(&args.data, cluster, node_id)
+            .with_context(|| format!("preparing the certificates in {}", tls.display()));
+    };
+    if identity.peer() != &shoal_transport::Peer::Node(node_id) {
+        bail!(
+            "{} is the certificate of {}, not of node {}",
+            node_pem.display(),
+            identity.peer(),
+            args.id
+        );
+    }
+    if let Some(cluster) = &args.cluster
+        && identity.cluster() != cluster
+    {
+        bail!(
+            "{} belongs to cluster {:?}, not {cluster:?}",
+            node_pem.display(),
+            identity.cluster()
+        );
+    }
+    Ok(identity)
+}
+
+/// The CA in `dir`, created (once, even if several nodes start at the same
+/// moment) if `dir` holds none.
+fn shared_ca(dir: &Path, cluster: &str) -> anyhow::Result<Ca> {
+    let (pem, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !pem.exists() {
+        let lock = dir.join("ca.lock");
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(_) => {
+                let created = (|| -> anyhow::Result<()> {
+                    if !pem.exists() {
+                        let ca = Ca::generate(cluster)?;
+                        // The key first: a CA certificate present means complete.
+                        write_atomically(&key, &ca.key_pem(), true)?;
+                        write_atomically(&pem, &ca.cert_pem(), false)?;
+                        tracing::warn!(
+                            dir = %dir.display(),
+                            cluster,
+                            "DEVELOPMENT TLS MODE: created a new cluster CA; its key is on this \
+                             machine. For production use `shoal ca init` and `shoal cert issue`"
+                        );
+                    }
+                    Ok(())
+                })();
+                let _ = std::fs::remove_file(&lock);
+                created?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Another node is creating it right now.
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while !pem.exists() {
+                    if std::time::Instant::now() > deadline {
+                        bail!(
+                            "{} has no CA and {} is locked: remove the lock if no other node is \
+                             starting",
+                            dir.display(),
+                            lock.display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating {}", lock.display())),
+        }
+    }
+    Ca::load(&pem, &key).with_context(|| format!("loading the CA in {}", dir.display()))
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so
+/// the file is either complete or absent; `secret` files get mode 0600.
+fn write_atomically(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let context = || format!("writing {}", path.display());
+    let mut file = options.open(&tmp).with_context(context)?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(context)?;
+    std::fs::rename(&tmp, path).with_context(context)?;
     Ok(())
 }
 
@@ -426,6 +831,60 @@ fn issue(
         out.display()
     );
     Ok(())
+}
+
+fn print_status(status: &shoal::server::StatusReply) {
+    println!("node      {}", status.node_id);
+    println!("cluster   {}", status.cluster);
+    if status.clustered {
+        let leader = status
+            .leader
+            .map_or_else(|| "none known".to_owned(), |l| l.to_string());
+        println!("leader    {leader} (term {})", status.term);
+        let applied = status
+            .last_applied
+            .map_or_else(|| "nothing".to_owned(), |i| i.to_string());
+        println!(
+            "applied   {applied} (placement generation {})",
+            status.generation
+        );
+    }
+    println!(
+        "entities  {} active; types: {}",
+        status.active_entities,
+        status.entity_types.join(", ")
+    );
+    if status.clustered {
+        println!("shards    {} per group", status.shards_per_group);
+    } else {
+        println!(
+            "shards    {} per group, all on this node",
+            status.shards_per_group
+        );
+    }
+    println!("data      {}", status.data_file);
+    if !status.singletons.is_empty() {
+        println!("singletons {}", status.singletons.join(", "));
+    }
+    if status.clustered {
+        println!("members   {}", status.members.len());
+        println!(
+            "  {:<4} {:<22} {:<8} {:<8} {:>6}",
+            "ID", "ADDRESS", "ROLE", "STATE", "SHARDS"
+        );
+        for m in &status.members {
+            let role = if m.voter { "voter" } else { "learner" };
+            let lead = if status.leader == Some(m.id) {
+                "  leader"
+            } else {
+                ""
+            };
+            println!(
+                "  {:<4} {:<22} {:<8} {:<8} {:>6}{lead}",
+                m.id, m.addr, role, m.state, m.shards
+            );
+        }
+    }
 }
 
 fn print_value(value: Option<String>) {

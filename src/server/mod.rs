@@ -8,7 +8,9 @@
 //!   a call by name with MessagePack parameters ([`Node::call_raw`]); the
 //!   reply is the handler's MessagePack answer; a failure is an application
 //!   error whose message is the [`EntityError`]'s.
-//! - [`STATUS`]: an empty request; the reply is a `StatusReply`.
+//! - [`STATUS`]: an empty request; the reply is a `StatusReply` (on a
+//!   clustered node also the members, leader, term and last applied index
+//!   from [`Node::cluster_status`]).
 //!
 //! Clients see only public handlers, as with [`Node::client`].
 
@@ -24,7 +26,7 @@ use crate::Node;
 use crate::entity::codec;
 use crate::entity::{Callable, Entity, EntityError};
 
-pub use proto::{CallRequest, StatusReply};
+pub use proto::{CallRequest, Member, StatusReply};
 
 /// A call to an entity handler by name.
 pub const CALL: Kind = Kind(0x0200);
@@ -110,7 +112,7 @@ pub(crate) async fn call(node: &Node, payload: Bytes) -> Result<Bytes, RemoteErr
 }
 
 pub(crate) fn status(node: &Node, node_id: u64, cluster: &str) -> StatusReply {
-    StatusReply {
+    let mut reply = StatusReply {
         node_id,
         cluster: cluster.to_owned(),
         entity_types: node.entity_types().into_iter().map(str::to_owned).collect(),
@@ -121,7 +123,27 @@ pub(crate) fn status(node: &Node, node_id: u64, cluster: &str) -> StatusReply {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         singletons: node.singletons(),
+        ..StatusReply::default()
+    };
+    if let Some(status) = node.cluster_status() {
+        reply.clustered = true;
+        reply.leader = status.leader;
+        reply.term = status.term;
+        reply.last_applied = status.last_applied;
+        reply.generation = status.generation;
+        reply.members = status
+            .members
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                addr: m.addr,
+                voter: m.voter,
+                state: m.state.to_string(),
+                shards: m.shards as u64,
+            })
+            .collect();
     }
+    reply
 }
 
 /// Calls a served node from another process.

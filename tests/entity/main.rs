@@ -2,6 +2,7 @@
 //! Every wait is bounded, so a hang fails instead of stalling.
 
 mod cli;
+mod cli_cluster;
 mod cluster;
 mod crash;
 mod cron;
