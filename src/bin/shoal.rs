@@ -893,3 +893,141 @@ fn print_value(value: Option<String>) {
         None => println!("(nil)"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> anyhow::Result<RunSettings> {
+        let cli = Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Run(args) => args.settings(),
+            _ => unreachable!("a run command"),
+        }
+    }
+
+    #[test]
+    fn cluster_settings_come_from_the_file_and_flags_override_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "id = 2\ndata = \"n2\"\nca_dir = \"certs\"\non_term = \"stop\"\n\
+             [peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n3 = \"127.0.0.1:7003\"\n",
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let from_file = settings(&["run", "--config", config]).unwrap();
+        assert_eq!(from_file.id, 2);
+        assert_eq!(from_file.peers.len(), 3);
+        // Listen and advertise default to this node's own peer address.
+        assert_eq!(from_file.listen, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(from_file.advertise, Some("127.0.0.1:7002".parse().unwrap()));
+        assert_eq!(from_file.on_term, OnTerm::Stop);
+        assert_eq!(from_file.ca_dir, Some(PathBuf::from("certs")));
+
+        let flags = settings(&[
+            "run",
+            "--config",
+            config,
+            "--peers",
+            "2=127.0.0.1:8002,5=127.0.0.1:8005",
+            "--listen",
+            "0.0.0.0:8002",
+            "--on-term",
+            "leave",
+        ])
+        .unwrap();
+        assert_eq!(flags.peers.keys().copied().collect::<Vec<_>>(), [2, 5]);
+        assert_eq!(flags.listen, "0.0.0.0:8002".parse().unwrap());
+        assert_eq!(flags.advertise, Some("127.0.0.1:8002".parse().unwrap()));
+        assert_eq!(flags.on_term, OnTerm::Leave);
+
+        let join = settings(&[
+            "run",
+            "--id",
+            "4",
+            "--data",
+            "n4",
+            "--join",
+            "127.0.0.1:7001",
+            "--join",
+            "127.0.0.1:7002",
+        ])
+        .unwrap();
+        assert!(join.clustered() && join.peers.is_empty());
+        assert_eq!(join.join.len(), 2);
+        assert!(
+            !settings(&["run", "--id", "1", "--data", "d"])
+                .unwrap()
+                .clustered()
+        );
+
+        std::fs::write(
+            &file,
+            "id = 4\ndata = \"n4\"\njoin = [\"127.0.0.1:7001\"]\nadvertise = \"10.0.0.5:7004\"\n",
+        )
+        .unwrap();
+        let joined = settings(&["run", "--config", config]).unwrap();
+        assert_eq!(joined.join, ["127.0.0.1:7001".parse().unwrap()]);
+        assert_eq!(joined.advertise, Some("10.0.0.5:7004".parse().unwrap()));
+        assert_eq!(joined.on_term, OnTerm::Leave);
+    }
+
+    #[test]
+    fn bad_cluster_settings_are_refused_clearly() {
+        let err = |args: &[&str]| settings(args).err().expect("refused").to_string();
+        assert!(
+            err(&[
+                "run",
+                "--id",
+                "4",
+                "--data",
+                "d",
+                "--peers",
+                "1=127.0.0.1:1"
+            ])
+            .contains("must include this node")
+        );
+        assert!(
+            err(&[
+                "run",
+                "--id",
+                "1",
+                "--data",
+                "d",
+                "--peers",
+                "1:127.0.0.1:1"
+            ])
+            .contains("ID=ADDR")
+        );
+        assert!(
+            err(&[
+                "run",
+                "--id",
+                "1",
+                "--data",
+                "d",
+                "--peers",
+                "1=127.0.0.1:1",
+                "--join",
+                "127.0.0.1:2"
+            ])
+            .contains("cannot be used with")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(
+            &file,
+            "id = 1\ndata = \"d\"\n[peers]\none = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let message = format!(
+            "{:#}",
+            settings(&["run", "--config", file.to_str().unwrap()])
+                .err()
+                .unwrap()
+        );
+        assert!(message.contains("not a node id"), "{message}");
+    }
+}
