@@ -2,6 +2,7 @@
 //! ownership from the replicated cluster state, the replicated write path,
 //! and forwarding to other nodes.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +55,13 @@ pub(crate) struct Core {
     /// with it this core) may outlive the node by a moment.
     endpoint: std::sync::RwLock<Option<Endpoint>>,
     pub(crate) config: ClusterConfig,
+    /// Shard epochs of one cluster state, computed once each (walking the
+    /// placement history is not free, and every call and write asks).
+    epochs: std::sync::Mutex<EpochCache>,
 }
+
+/// The shard epochs of one cluster state.
+type EpochCache = (Arc<ClusterState>, HashMap<ShardId, Option<Epoch>>);
 
 /// The outcome of one routing attempt, for the retry loop.
 fn reroutable(error: &EntityError) -> bool {
@@ -65,6 +72,17 @@ fn reroutable(error: &EntityError) -> bool {
                 outcome_unknown: false,
                 ..
             }
+    )
+}
+
+/// An attempt that may or may not have been applied.
+fn outcome_unknown(error: &EntityError) -> bool {
+    matches!(
+        error,
+        EntityError::ClusterUnavailable {
+            outcome_unknown: true,
+            ..
+        }
     )
 }
 
@@ -83,12 +101,14 @@ impl Core {
         endpoint: Endpoint,
         config: ClusterConfig,
     ) -> Self {
+        let view = state.borrow().clone();
         Core {
             me,
             raft,
             state,
             endpoint: std::sync::RwLock::new(Some(endpoint)),
             config,
+            epochs: std::sync::Mutex::new((view, HashMap::new())),
         }
     }
 
@@ -121,11 +141,14 @@ impl Core {
     /// The epoch this node owns `shard` at, if it owns it.
     pub(crate) fn my_epoch(&self, shard: ShardId) -> Option<Epoch> {
         let view = self.view();
-        if view.owner(shard) == Some(self.me) {
-            view.epoch(shard)
-        } else {
-            None
+        if view.owner(shard) != Some(self.me) {
+            return None;
         }
+        let mut epochs = crate::sync::lock(&self.epochs);
+        if !Arc::ptr_eq(&epochs.0, &view) {
+            *epochs = (view.clone(), HashMap::new());
+        }
+        *epochs.1.entry(shard).or_insert_with(|| view.epoch(shard))
     }
 
     /// The current leader, as far as this node knows.
@@ -137,9 +160,14 @@ impl Core {
     /// owns it, `remote(owner)` otherwise, again (on the owner of the
     /// moment) while the attempt fails without having been applied, until
     /// the route timeout.
+    ///
+    /// `idempotent`: the operation may run twice with one effect (a read,
+    /// or a write deduplicated by its request id), so an attempt whose
+    /// outcome is unknown is retried too.
     pub(crate) async fn route<T, L, LF, R, RF>(
         &self,
         shard: ShardId,
+        idempotent: bool,
         mut local: L,
         mut remote: R,
     ) -> Result<T, EntityError>
@@ -158,11 +186,18 @@ impl Core {
                 None => Err(unavailable(format!("shard {shard} has no owner"), false)),
             };
             match attempt {
-                Err(error) if reroutable(&error) && Instant::now() + backoff < deadline => {
+                Err(error)
+                    if (reroutable(&error) || (idempotent && outcome_unknown(&error)))
+                        && Instant::now() + backoff < deadline =>
+                {
                     tracing::debug!(%shard, %error, "rerouting");
                     let mut changed = self.state.clone();
-                    // Wake early when the placement changes.
-                    let _ = tokio::time::timeout(backoff, changed.changed()).await;
+                    // Wake early when the placement changes (a closed
+                    // channel — the node stopping — waits the backoff out).
+                    let started = Instant::now();
+                    if let Ok(Err(_)) = tokio::time::timeout(backoff, changed.changed()).await {
+                        tokio::time::sleep_until(started + backoff).await;
+                    }
                     backoff = (backoff * 2).min(BACKOFF.1);
                 }
                 other => return other,
@@ -175,11 +210,35 @@ impl Core {
     pub(crate) async fn forward(
         &self,
         node: u64,
+        shard: ShardId,
         request: &ForwardRequest,
         timeout: Duration,
     ) -> Result<Option<Bytes>, EntityError> {
         let payload = Bytes::from(request.encode_to_vec());
-        let reply = self.request(node, kind::FORWARD, payload, timeout).await?;
+        // A crashed owner is noticed by the failure detector well before
+        // the connection times out: give up on it once it is marked down
+        // or has lost the shard.
+        let mut state = self.state.clone();
+        let gone = async move {
+            loop {
+                let moved = {
+                    let view = state.borrow_and_update();
+                    view.down().contains(&node) || view.owner(shard) != Some(node)
+                };
+                if moved || state.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let reply = tokio::select! {
+            reply = self.request(node, kind::FORWARD, payload, timeout) => reply?,
+            () = gone => {
+                return Err(unavailable(
+                    format!("node {node} went down or lost shard {shard} during the call"),
+                    true,
+                ));
+            }
+        };
         let reply = ForwardReply::decode(reply).map_err(|e| EntityError::Remote {
             node,
             message: format!("malformed forward reply: {e}"),
@@ -200,9 +259,7 @@ impl Core {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, EntityError> {
-        let endpoint = self
-            .endpoint()
-            .ok_or_else(|| unavailable("this node is shutting down", false))?;
+        let endpoint = self.endpoint().ok_or(EntityError::ShuttingDown)?;
         endpoint
             .request_with_timeout(NodeId::new(node), kind, payload, timeout)
             .await

@@ -24,7 +24,7 @@
 //!   is retried, on the owner of the moment, until
 //!   [`ClusterConfig::route_timeout`]. A call whose outcome is unknown (the
 //!   connection dropped after it was sent) is not retried: it fails with
-//!   [`EntityError::ClusterUnavailable`]`{ outcome_unknown: true }`.
+//!   [`EntityError::ClusterUnavailable`](crate::entity::EntityError::ClusterUnavailable)`{ outcome_unknown: true }`.
 //! - **Failure detection.** The leader watches when each member last
 //!   acknowledged its heartbeats; one silent for
 //!   [`ClusterConfig::down_after`] is marked down (its shards move to the
@@ -249,7 +249,9 @@ impl ClusterConfigBuilder {
         self
     }
 
-    /// The transport settings (default: `shoal_transport::Config::default`).
+    /// The transport settings (default: the transport's defaults with
+    /// keep-alive 1 s, idle timeout 4 s and connect timeout 1 s, so that a
+    /// crashed peer's connection is given up within seconds).
     pub fn transport(mut self, config: shoal_transport::Config) -> Self {
         self.transport = Some(config);
         self

@@ -44,10 +44,13 @@ pub(crate) async fn open(
         RaftService::new(NetworkConfig::default()).map_err(|e| failed("raft service", e))?;
     let slot = Arc::new(Slot::default());
     let router = serve::register(service.register(Router::new()), slot.clone());
-    let mut builder = Endpoint::builder(config.identity.clone()).router(router);
-    if let Some(transport) = &config.transport {
-        builder = builder.config(transport.clone());
-    }
+    let transport = match &config.transport {
+        Some(transport) => transport.clone(),
+        None => default_transport().map_err(|e| failed("transport config", e))?,
+    };
+    let mut builder = Endpoint::builder(config.identity.clone())
+        .router(router)
+        .config(transport);
     if let Some(faults) = &config.faults {
         builder = builder.faults(faults.clone());
     }
@@ -85,6 +88,18 @@ pub(crate) async fn open(
         service,
         slot,
     })
+}
+
+/// The transport settings of a clustered node unless configured: the
+/// transport's defaults with a dead peer's connection given up within
+/// seconds (keep-alive 1 s, idle timeout 4 s, connect timeout 1 s), so a
+/// request in flight to a crashed node fails soon after the crash.
+pub(crate) fn default_transport() -> shoal_transport::Result<shoal_transport::Config> {
+    shoal_transport::Config::builder()
+        .keep_alive_interval(Duration::from_secs(1))
+        .idle_timeout(Duration::from_secs(4))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
 }
 
 fn millis(d: Duration) -> u64 {

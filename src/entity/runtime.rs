@@ -266,12 +266,40 @@ impl<E: Entity> EntityType<E> {
             Op::Call { .. } => FORWARDED_CALL_TIMEOUT,
             _ => core.config.commit_timeout + OUTCOME_WAIT,
         };
+        let idempotent = self.idempotent(&op);
         core.route(
             key.shard(),
+            idempotent,
             || self.run_local(key, op.clone()),
-            |owner| core.forward(owner, &request, timeout),
+            |owner| core.forward(owner, key.shard(), &request, timeout),
         )
         .await
+    }
+
+    /// Whether `op` may run twice with one effect, so that a forwarded
+    /// attempt with an unknown outcome can be retried: a read-only handler,
+    /// a call with a request id (its reply is stored and answered again)
+    /// or a handler deriving its own idempotency key, a persisted send
+    /// (keyed by its request id), an outcome wait. Resolving a deferred is
+    /// not: a second attempt would report the first one's resolution as
+    /// someone else's.
+    fn idempotent(&self, op: &Op) -> bool {
+        match op {
+            Op::Call {
+                handler,
+                params,
+                request,
+            } => {
+                request.is_some()
+                    || self.handlers.get(handler).is_some_and(|registered| {
+                        registered.kind == HandlerKind::Rpc
+                            || registered.kind == HandlerKind::Workflow
+                            || registered.custom_key(params).ok().flatten().is_some()
+                    })
+            }
+            Op::Send { .. } | Op::Outcome { .. } => true,
+            Op::Resolve { .. } => false,
+        }
     }
 
     /// Runs `op` here, without routing; `Ok(None)`: an outcome not there
