@@ -11,6 +11,14 @@
 //! held in memory while it is built, sent and installed, so on a large
 //! dataset it costs far more than replicating 10,000 batches does.
 //!
+//! `broadcast_submitted_on_append` is on: the leader hands new entries to
+//! the replication tasks as soon as `LogStore::append` has queued them,
+//! so followers write them while the leader's own fsync runs (otherwise
+//! replication waits for the next event the Raft core handles, with a lone
+//! proposer the leader's fsync completion). Acknowledgements still wait
+//! for durability: the leader counts itself only once its append callback
+//! fired, a follower answers only after its own.
+//!
 //! Pre-vote is on: a node that was partitioned or restarted first asks
 //! whether it could win before raising its term, so rejoining does not
 //! depose a healthy leader (the network carries `PRE_VOTE` RPCs).
@@ -21,8 +29,9 @@ use openraft::{Config, ConfigError, SnapshotPolicy};
 pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 10_000;
 
 /// openraft's defaults for timeouts and batching, with `cluster_name`,
-/// `SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST)` and pre-vote
-/// on (see the module docs), validated.
+/// `SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST)`, pre-vote on
+/// and submitted entries broadcast on append (see the module docs),
+/// validated.
 ///
 /// Callers may change timeouts, limits and the snapshot policy.
 pub fn config(cluster_name: impl Into<String>) -> Result<Config, ConfigError> {
@@ -30,6 +39,7 @@ pub fn config(cluster_name: impl Into<String>) -> Result<Config, ConfigError> {
         cluster_name: cluster_name.into(),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST),
         enable_pre_vote: Some(true),
+        broadcast_submitted_on_append: Some(true),
         ..Config::default()
     }
     .validate()
@@ -48,6 +58,7 @@ mod tests {
             SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST)
         ));
         assert_eq!(config.enable_pre_vote, Some(true));
+        assert_eq!(config.broadcast_submitted_on_append, Some(true));
         Ok(())
     }
 }
