@@ -459,9 +459,20 @@ pub struct RaftService {
 #[derive(Default)]
 struct ServiceInner {
     raft: RwLock<Option<Raft>>,
+    /// When an append-entries (or heartbeat) from a current leader was
+    /// last accepted: what a follower's lease is measured from.
+    leader_contact: Mutex<Option<std::time::Instant>>,
     /// One partial snapshot transfer per sending node.
     transfers: Mutex<HashMap<NodeId, Transfer>>,
     config: NetworkConfig,
+}
+
+fn lock_contact(
+    contact: &Mutex<Option<std::time::Instant>>,
+) -> MutexGuard<'_, Option<std::time::Instant>> {
+    contact
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Transfer {
@@ -476,6 +487,7 @@ impl RaftService {
         Ok(RaftService {
             inner: Arc::new(ServiceInner {
                 raft: RwLock::new(None),
+                leader_contact: Mutex::new(None),
                 transfers: Mutex::new(HashMap::new()),
                 config: config.validate()?,
             }),
@@ -509,6 +521,14 @@ impl RaftService {
                 let service = snapshot.clone();
                 async move { service.snapshot_chunk(req).await }
             })
+    }
+
+    /// When this node last accepted an append-entries or heartbeat from a
+    /// leader (the instant the request arrived); `None` if never. A
+    /// follower that heard nothing for a while may be cut off from the
+    /// quorum: the application's leases are measured from this.
+    pub fn last_leader_contact(&self) -> Option<std::time::Instant> {
+        *lock_contact(&self.inner.leader_contact)
     }
 
     /// Starts handing incoming RPCs to `raft` (replacing any previous one).
@@ -553,11 +573,20 @@ impl RaftService {
         let sender = sender_node(&req)?;
         let rpc = codec::decode_append_request(&req.payload).map_err(|e| refuse(&req, &e))?;
         check_vote(&req, sender, &rpc.vote)?;
+        let sent = std::time::Instant::now();
         let response = self
             .raft()?
             .append_entries(rpc)
             .await
             .map_err(raft_failure)?;
+        if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+            // The sender leads at a vote this node accepts: contact, as of
+            // when the request arrived.
+            let mut contact = lock_contact(&self.inner.leader_contact);
+            if contact.is_none_or(|at| at < sent) {
+                *contact = Some(sent);
+            }
+        }
         Ok(Bytes::from(codec::encode_append_response(&response)))
     }
 

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::Instant as _;
+use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::rt::watch::WatchReceiver as _;
 use prost::Message as _;
-use shoal_raft::{ClusterState, Command, Raft, Rejected, Response};
+use shoal_raft::{ClusterState, Command, Raft, RaftService, Rejected, Response};
 use shoal_storage::{CommitOutcome, Epoch, ShardId, WriteBatch};
 use shoal_transport::{Endpoint, Kind, NodeId};
 use tokio::sync::watch;
@@ -50,6 +52,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from
 pub(crate) struct Core {
     pub(crate) me: u64,
     pub(crate) raft: Raft,
+    /// The Raft RPC handlers (for when a leader last reached this node).
+    pub(crate) service: RaftService,
     pub(crate) state: watch::Receiver<Arc<ClusterState>>,
     /// Taken at shutdown, so the socket closes although the runtime (and
     /// with it this core) may outlive the node by a moment.
@@ -97,6 +101,7 @@ impl Core {
     pub(crate) fn new(
         me: u64,
         raft: Raft,
+        service: RaftService,
         state: watch::Receiver<Arc<ClusterState>>,
         endpoint: Endpoint,
         config: ClusterConfig,
@@ -105,6 +110,7 @@ impl Core {
         Core {
             me,
             raft,
+            service,
             state,
             endpoint: std::sync::RwLock::new(Some(endpoint)),
             config,
@@ -138,10 +144,42 @@ impl Core {
         self.view().owner(shard)
     }
 
-    /// The epoch this node owns `shard` at, if it owns it.
+    /// How long this node keeps serving its shards without hearing from
+    /// the quorum: the minimum election timeout, well below `down_after`
+    /// (after which the leader moves the shards of a silent node).
+    pub(crate) fn lease(&self) -> Duration {
+        self.config.election_timeout.0
+    }
+
+    /// Whether this node is in contact with the quorum: a leader whose
+    /// majority acknowledged it within the lease, or a follower or learner
+    /// that accepted a leader's append or heartbeat within the lease. A
+    /// node cut off from the quorum stops serving its shards when its lease
+    /// runs out, before the leader gives them to another node.
+    pub(crate) fn serving(&self) -> bool {
+        let lease = self.lease();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        if metrics.state == ServerState::Leader {
+            let voters = metrics.membership_config.membership().voter_ids().count();
+            return voters <= 1
+                || metrics
+                    .last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|at| (*at).into_inner().elapsed() < lease);
+        }
+        metrics.current_leader.is_some()
+            && self
+                .service
+                .last_leader_contact()
+                .is_some_and(|at| at.elapsed() < lease)
+    }
+
+    /// The epoch this node owns `shard` at, if it owns it (and is in
+    /// contact with the quorum: see [`serving`](Self::serving)).
     pub(crate) fn my_epoch(&self, shard: ShardId) -> Option<Epoch> {
         let view = self.view();
-        if view.owner(shard) != Some(self.me) {
+        if view.owner(shard) != Some(self.me) || !self.serving() {
             return None;
         }
         let mut epochs = crate::sync::lock(&self.epochs);

@@ -79,6 +79,7 @@ pub(crate) async fn open(
     let core = Arc::new(Core::new(
         config.node_id,
         raft,
+        service.clone(),
         state,
         endpoint,
         config.clone(),

@@ -1,6 +1,7 @@
 //! A clustered node's background tasks:
 //!
-//! - **ownership**: on every change of the applied cluster state, the node
+//! - **ownership**: on every change of the applied cluster state (and every
+//!   half lease, to notice a lease running out), the node
 //!   learns the members' addresses, passivates the entities (and stops the
 //!   workflow tasks) of the shards it lost, scans the shards it gained for
 //!   pending messages and workflow executions, and starts or stops the
@@ -11,7 +12,7 @@
 //!   whose last acknowledged heartbeat is older than `down_after` is
 //!   marked down, so its shards move; one that answers again is marked up.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +29,9 @@ use crate::Node;
 use crate::node::WeakNode;
 use crate::shard::{self, ShardGroup};
 
-/// How often the ownership task looks again even without a change.
-const RESCAN: Duration = Duration::from_secs(1);
+/// The shortest pause of the ownership task between two looks without a
+/// change (it looks every half lease, to notice a lost lease in time).
+const RESCAN_MIN: Duration = Duration::from_millis(50);
 
 /// Starts the tasks for `node`.
 pub(crate) fn spawn(node: &Node, core: Arc<Core>) -> Vec<JoinHandle<()>> {
@@ -65,11 +67,18 @@ async fn ownership(node: WeakNode, core: Arc<Core>) {
                 }
             }
         }
-        let now_owned: HashSet<ShardId> = node
-            .shards()
-            .into_iter()
-            .filter(|shard| view.owner(*shard) == Some(core.me))
-            .collect();
+        // Cut off from the quorum (lease run out), a node owns nothing:
+        // its entities passivate and its singletons stop; it takes its
+        // shards up again (rescanning them) once back in contact.
+        let serving = core.serving();
+        let now_owned: HashSet<ShardId> = if serving {
+            node.shards()
+                .into_iter()
+                .filter(|shard| view.owner(*shard) == Some(core.me))
+                .collect()
+        } else {
+            HashSet::new()
+        };
         let lost: HashSet<ShardId> = owned.difference(&now_owned).copied().collect();
         let gained: Vec<ShardId> = now_owned.difference(&owned).copied().collect();
         if !lost.is_empty() {
@@ -88,7 +97,7 @@ async fn ownership(node: WeakNode, core: Arc<Core>) {
         let shards_per_group = node.config().shards_per_group();
         for singleton in node.cluster_singletons() {
             let shard = singleton_shard(&singleton.placement, shards_per_group);
-            let mine = view.owner(shard) == Some(core.me);
+            let mine = serving && view.owner(shard) == Some(core.me);
             let running = node.singleton_running(&singleton.name);
             if mine && !running {
                 tracing::info!(node = core.me, singleton = %singleton.name, "starting singleton here");
@@ -101,7 +110,8 @@ async fn ownership(node: WeakNode, core: Arc<Core>) {
             }
         }
         drop(node);
-        if let Ok(Err(_)) = tokio::time::timeout(RESCAN, state.changed()).await {
+        let rescan = (core.lease() / 2).max(RESCAN_MIN);
+        if let Ok(Err(_)) = tokio::time::timeout(rescan, state.changed()).await {
             return;
         }
     }
@@ -110,26 +120,30 @@ async fn ownership(node: WeakNode, core: Arc<Core>) {
 async fn detect_failures(core: Arc<Core>) {
     let down_after = core.config.down_after;
     let period = (down_after / 5).max(Duration::from_millis(20));
-    let mut leading_since: Option<Instant> = None;
+    // When this leader first saw each member: a member that never
+    // acknowledged anything is silent since then (a node that just joined
+    // or a leader that was just elected must not count from earlier).
+    let mut first_seen: HashMap<u64, Instant> = HashMap::new();
     loop {
         tokio::time::sleep(period).await;
         let metrics = core.raft.metrics().borrow_watched().clone();
         if metrics.state != ServerState::Leader {
-            leading_since = None;
+            first_seen.clear();
             continue;
         }
-        let since = *leading_since.get_or_insert_with(Instant::now);
         let Some(heartbeats) = metrics.heartbeat else {
             continue;
         };
+        first_seen.retain(|id, _| heartbeats.contains_key(id));
         let view = core.view();
         for (id, acked) in heartbeats {
             if id == core.me {
                 continue;
             }
+            let seen = *first_seen.entry(id).or_insert_with(Instant::now);
             let silence = match acked {
-                Some(at) => at.into_inner().elapsed(),
-                None => since.elapsed(),
+                Some(at) => at.into_inner().elapsed().min(seen.elapsed()),
+                None => seen.elapsed(),
             };
             let down = view.down().contains(&id);
             let result = if silence >= down_after && !down {

@@ -224,7 +224,12 @@ impl Load {
                     let started = std::time::Instant::now();
                     let outcome = tokio::time::timeout(Duration::from_secs(10), write).await;
                     if std::env::var("LOAD_DEBUG").is_ok() {
-                        eprintln!("write {k} via {:?}: {:?} in {:?}", node.node_id(), outcome.as_ref().map(|r| r.as_ref().map(drop)), started.elapsed());
+                        eprintln!(
+                            "write {k} via {:?}: {:?} in {:?}",
+                            node.node_id(),
+                            outcome.as_ref().map(|r| r.as_ref().map(drop)),
+                            started.elapsed()
+                        );
                     }
                     if let Ok(Ok(Ok(_))) = outcome {
                         acked.lock().unwrap().push(k);
@@ -272,10 +277,17 @@ async fn three_to_five_to_three_nodes_under_load() {
         let id = within("a join", cluster.add_node()).await.unwrap();
         load.follow(&cluster);
         let status = cluster.node(id).unwrap().cluster_status().unwrap();
-        assert!(status.members.iter().any(|m| m.id == id && m.placed), "{status:?}");
+        assert!(
+            status.members.iter().any(|m| m.id == id && m.placed),
+            "{status:?}"
+        );
     }
     let status = cluster.node(1).unwrap().cluster_status().unwrap();
-    assert_eq!(status.members.iter().filter(|m| m.voter).count(), 5, "{status:?}");
+    assert_eq!(
+        status.members.iter().filter(|m| m.voter).count(),
+        5,
+        "{status:?}"
+    );
     for id in [4, 5] {
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Stop writing through it first: it is going away.
@@ -288,10 +300,16 @@ async fn three_to_five_to_three_nodes_under_load() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let acked = load.stop().await;
-    within("convergence", cluster.wait_converged()).await.unwrap();
+    within("convergence", cluster.wait_converged())
+        .await
+        .unwrap();
     let status = cluster.node(1).unwrap().cluster_status().unwrap();
     assert_eq!(status.members.len(), 3, "{status:?}");
-    assert!(acked.len() >= 10, "only {} writes acknowledged", acked.len());
+    assert!(
+        acked.len() >= 10,
+        "only {} writes acknowledged",
+        acked.len()
+    );
     check_all(&cluster, &acked).await;
     cluster.shutdown().await.unwrap();
 }
@@ -306,19 +324,25 @@ async fn rolling_restart_under_load_loses_nothing() {
         load.follow(&cluster);
         tokio::time::sleep(Duration::from_millis(500)).await;
         within("a restart", cluster.restart(id)).await.unwrap();
-        within("convergence", cluster.wait_converged()).await.unwrap();
+        within("convergence", cluster.wait_converged())
+            .await
+            .unwrap();
         load.follow(&cluster);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let acked = load.stop().await;
-    assert!(acked.len() >= 10, "only {} writes acknowledged", acked.len());
+    assert!(
+        acked.len() >= 10,
+        "only {} writes acknowledged",
+        acked.len()
+    );
     check_all(&cluster, &acked).await;
     cluster.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_killed_mid_workload_applies_every_activity_exactly_once() {
-    let mut cluster = cluster(3).await;
+    let cluster = cluster(3).await;
     // A busy counter whose owner is not node 1 (through which we call).
     let id = (0..)
         .map(|n| format!("busy-{n}"))
