@@ -136,7 +136,30 @@ async fn minority_partition_makes_no_progress_and_heals() {
         .into_iter()
         .filter(|id| *id != minority)
         .collect();
+    // An entity the minority node owns, active there.
+    let lonely = cluster.node(minority).unwrap().clone();
+    let probe = (0..)
+        .map(|n| format!("probe-{n}"))
+        .find(|id| lonely.entity_owner("shoal.Kv", id) == Some(minority))
+        .unwrap();
+    within(
+        "a write",
+        lonely.client::<Kv>(&probe).call(KvSet, "before".to_owned()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     cluster.partition(&[minority], &majority);
+    // Cut off, it stops serving its shards once its lease runs out —
+    // reads included — although it still believes it owns them.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(lonely.entity_owner("shoal.Kv", &probe), Some(minority));
+    let read = tokio::time::timeout(
+        Duration::from_secs(1),
+        lonely.client::<Kv>(&probe).call(KvGet, ()),
+    )
+    .await;
+    assert!(!matches!(read, Ok(Ok(_))), "served after its lease: {read:?}");
     // The majority marks the silent node down and takes its shards over.
     let watcher = cluster.node(majority[0]).unwrap().clone();
     within(
