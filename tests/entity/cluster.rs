@@ -159,7 +159,10 @@ async fn minority_partition_makes_no_progress_and_heals() {
         lonely.client::<Kv>(&probe).call(KvGet, ()),
     )
     .await;
-    assert!(!matches!(read, Ok(Ok(_))), "served after its lease: {read:?}");
+    assert!(
+        !matches!(read, Ok(Ok(_))),
+        "served after its lease: {read:?}"
+    );
     // The majority marks the silent node down and takes its shards over.
     let watcher = cluster.node(majority[0]).unwrap().clone();
     within(
@@ -489,5 +492,85 @@ async fn a_cluster_singleton_runs_once_and_moves_when_its_node_dies() {
     assert_eq!(RUNNING.load(Ordering::SeqCst), 1);
     assert_eq!(MOST_AT_ONCE.load(Ordering::SeqCst), 1, "never two at once");
     assert_eq!(STARTS.load(Ordering::SeqCst), 2);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_messages_and_deferreds_survive_their_owners_death() {
+    use crate::workflows::{Apply, Approval, Log, Nap, Wallet};
+    let wallet = Wallet::new(0);
+    let mut cluster = within(
+        "the cluster to start",
+        TestCluster::builder()
+            .nodes(3)
+            .configure(move |node| node.register(wallet.clone()))
+            .start(),
+    )
+    .await
+    .unwrap();
+    let via = cluster.node(1).unwrap().clone();
+    let id = (0..)
+        .map(|n| format!("w-{n}"))
+        .find(|id| via.entity_owner("Wallet", id).is_some_and(|o| o != 1))
+        .unwrap();
+    let owner = via.entity_owner("Wallet", &id).unwrap();
+    let wallet = via.client::<Wallet>(&id);
+    // A durable sleep that outlives the owner, a workflow waiting on a
+    // deferred, and a persisted message due after the crash.
+    within(
+        "sends",
+        wallet.send_persisted(Nap, ("napped".to_owned(), 1500)),
+    )
+    .await
+    .unwrap();
+    within("sends", wallet.send_persisted(Approval, "deal".to_owned()))
+        .await
+        .unwrap();
+    within(
+        "sends",
+        wallet.send_persisted_at(
+            Apply,
+            ("scheduled".to_owned(), 1),
+            None,
+            std::time::SystemTime::now() + Duration::from_millis(1200),
+        ),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.kill(owner).await.unwrap();
+    // The deferred is resolved while the shard is moving.
+    within("the deferred", async {
+        loop {
+            match wallet.resolve_deferred("deal", Ok("yes".to_owned())).await {
+                Ok(()) => break,
+                Err(error) if error.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+    })
+    .await;
+    let new_owner = via.entity_owner("Wallet", &id).unwrap();
+    assert_ne!(new_owner, owner);
+    let log = within("every effect", async {
+        loop {
+            if let Ok((_, log)) = wallet.call(Log, ()).await
+                && log.len() >= 3
+            {
+                break log;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let mut log = log;
+    log.sort();
+    assert_eq!(
+        log,
+        ["deal:yes", "napped", "scheduled"],
+        "each exactly once"
+    );
     cluster.shutdown().await.unwrap();
 }

@@ -27,7 +27,7 @@ pub struct Wallet {
 }
 
 impl Wallet {
-    fn new(gate_permits: usize) -> Self {
+    pub(crate) fn new(gate_permits: usize) -> Self {
         Wallet {
             applied: Arc::new(AtomicUsize::new(0)),
             gate: Arc::new(Semaphore::new(gate_permits)),
@@ -57,7 +57,7 @@ impl Entity for Wallet {
     }
 }
 
-struct Log;
+pub(crate) struct Log;
 impl Rpc<Wallet> for Log {
     const NAME: &'static str = "log";
     type Params = ();
@@ -68,7 +68,7 @@ impl Rpc<Wallet> for Log {
 }
 
 /// Adds `delta` and logs `entry`.
-struct Apply;
+pub(crate) struct Apply;
 impl Activity<Wallet> for Apply {
     const NAME: &'static str = "apply";
     const VISIBILITY: Visibility = Visibility::Public;
@@ -194,7 +194,7 @@ impl Workflow<Wallet> for TwoStep {
 }
 
 /// Sleeps durably, then logs.
-struct Nap;
+pub(crate) struct Nap;
 impl Workflow<Wallet> for Nap {
     const NAME: &'static str = "nap";
     type Params = (String, u64);
@@ -216,7 +216,7 @@ impl Workflow<Wallet> for Nap {
 }
 
 /// Waits for a deferred decision, then logs it.
-struct Approval;
+pub(crate) struct Approval;
 impl Workflow<Wallet> for Approval {
     const NAME: &'static str = "approval";
     type Params = String;
