@@ -107,7 +107,7 @@ pub use error::{Error, Result};
 pub use memory::MemoryStorage;
 pub use redb_backend::{RedbConfig, RedbConfigBuilder, RedbStorage};
 pub use snapshot::{ChunkStream, ShardRange, SnapshotInfo};
-pub use storage::Storage;
+pub use storage::{Durability, Storage};
 pub use types::{
     DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, MetaKey, RequestId,
     ShardId, ShardScope, StepIndex, Timer, TimerId, TimerKey, Timestamp,

@@ -16,6 +16,38 @@ use crate::types::{
     ShardId, ShardScope, Timer, Timestamp,
 };
 
+/// How durable a [`Storage::commit_group_with`] must be when the call
+/// returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// Durable before the call returns: it survives a crash (for redb: the
+    /// transaction commits with an fsync). What
+    /// [`commit_group`](Storage::commit_group) does.
+    #[default]
+    Immediate,
+    /// Applied and visible to every read when the call returns, but maybe
+    /// not durable yet. The group is still ONE atomic transaction, batches
+    /// and meta record together; it becomes durable
+    ///
+    /// - with the next immediate commit of the backend (any `commit`,
+    ///   immediate group or import: durability covers everything committed
+    ///   before it),
+    /// - when [`flush`](Storage::flush) or [`close`](Storage::close)
+    ///   returns, or
+    /// - at the latest a bounded time after the call returned (redb:
+    ///   [`RedbConfig::deferred_durability_max`](crate::RedbConfig::deferred_durability_max),
+    ///   100 ms by default), without any further call.
+    ///
+    /// A crash (power loss, `kill -9`) before then may lose it — always
+    /// whole, never part of it (no batch without the others, no batch
+    /// without its meta record, nor the reverse) — and then also every
+    /// deferred group committed after it: what survives is a prefix of the
+    /// commit order. Use it when the caller can redo the work from a
+    /// durable record of its own, like a Raft state machine whose log is
+    /// durable and whose meta record says how far it applied.
+    Deferred,
+}
+
 /// A storage backend: entity state, workflow journals, the durable mailbox
 /// (messages, replies, dead letters), timers, deferreds and shard epochs.
 ///
@@ -40,6 +72,12 @@ use crate::types::{
 ///   transaction: its batches in order (each validated and fenced on its
 ///   own, exactly as `commit` would, a rejected one applying nothing of
 ///   itself) and its meta record, or — on a fatal error — nothing at all;
+/// - apply a [`commit_group_with`](Storage::commit_group_with) with
+///   [`Durability::Deferred`] just as atomically and visibly, and make it
+///   durable — whole, never in part — no later than the next immediate
+///   commit, `flush` or `close`, or a bounded time after it returned (see
+///   [`Durability::Deferred`]); a crash may lose only deferred groups not
+///   yet durable, newest first;
 /// - keep the node-metadata namespace ([`MetaKey`]) apart from the data: no
 ///   batch reads or writes it, no data read returns it;
 /// - [`export`](Storage::export) from ONE consistent snapshot, in bounded
@@ -86,6 +124,28 @@ pub trait Storage: Send + Sync + 'static {
         batches: Vec<WriteBatch>,
         meta: Option<(MetaKey, Bytes)>,
     ) -> Result<Vec<Result<CommitOutcome>>>;
+
+    /// [`commit_group`](Storage::commit_group) with a choice of
+    /// [`Durability`]: [`Durability::Immediate`] is exactly `commit_group`;
+    /// with [`Durability::Deferred`] the call returns once the group is
+    /// applied and visible, before it is durable — see
+    /// [`Durability::Deferred`] for when it becomes durable and what a crash
+    /// may lose. Everything else (atomicity, per-batch results, the meta
+    /// record in the same transaction, the outer errors) is as for
+    /// `commit_group`.
+    ///
+    /// The default implementation commits immediately (allowed: a deferred
+    /// group may become durable as early as the backend likes); a backend
+    /// with cheaper non-durable commits overrides it.
+    async fn commit_group_with(
+        &self,
+        batches: Vec<WriteBatch>,
+        meta: Option<(MetaKey, Bytes)>,
+        durability: Durability,
+    ) -> Result<Vec<Result<CommitOutcome>>> {
+        let _ = durability;
+        self.commit_group(batches, meta).await
+    }
 
     /// The node-metadata record at `key`, as last written by
     /// [`commit_group`](Storage::commit_group) (or brought by an import).
@@ -183,11 +243,15 @@ pub trait Storage: Send + Sync + 'static {
     /// The shard's current epoch ([`Epoch::ZERO`] for a shard never fenced).
     async fn shard_epoch(&self, shard: ShardId) -> Result<Epoch>;
 
-    /// Waits until every batch submitted before the call is durable. (Every
-    /// acknowledged commit already is; this drains commits in flight.)
+    /// Waits until every batch submitted before the call is durable: drains
+    /// the commits in flight and makes every
+    /// [deferred](Durability::Deferred) group committed before it durable.
+    /// (Every other acknowledged commit already is.)
     async fn flush(&self) -> Result<()>;
 
-    /// Finishes the commits in flight, then stops serving: every later call
-    /// gets [`Error::Closed`](crate::Error::Closed). Closing twice is fine.
+    /// Finishes the commits in flight and makes every
+    /// [deferred](Durability::Deferred) group durable, then stops serving:
+    /// every later call gets [`Error::Closed`](crate::Error::Closed).
+    /// Closing twice is fine.
     async fn close(&self) -> Result<()>;
 }

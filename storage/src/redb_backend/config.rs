@@ -19,6 +19,10 @@ pub const GROUP_COMMIT_WAIT_MAX_DEFAULT: Duration = Duration::from_millis(1);
 pub const QUEUE_CAPACITY_DEFAULT: usize = 4096;
 /// Default redb page cache size.
 pub const CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+/// Default longest time a deferred commit group stays non-durable.
+pub const DEFERRED_DURABILITY_MAX_DEFAULT: Duration = Duration::from_millis(100);
+/// The largest accepted [`RedbConfigBuilder::deferred_durability_max`].
+pub const DEFERRED_DURABILITY_MAX_LIMIT: Duration = Duration::from_secs(10);
 
 /// Configuration of a [`RedbStorage`](super::RedbStorage).
 ///
@@ -42,6 +46,7 @@ pub struct RedbConfig {
     group_commit_wait_max: Duration,
     queue_capacity: usize,
     cache_bytes: usize,
+    deferred_durability_max: Duration,
 }
 
 impl RedbConfig {
@@ -56,6 +61,7 @@ impl RedbConfig {
                 group_commit_wait_max: GROUP_COMMIT_WAIT_MAX_DEFAULT,
                 queue_capacity: QUEUE_CAPACITY_DEFAULT,
                 cache_bytes: CACHE_BYTES_DEFAULT,
+                deferred_durability_max: DEFERRED_DURABILITY_MAX_DEFAULT,
             },
         }
     }
@@ -95,6 +101,12 @@ impl RedbConfig {
     /// redb page cache size in bytes.
     pub fn cache_bytes(&self) -> usize {
         self.cache_bytes
+    }
+
+    /// Longest a deferred commit group stays non-durable; see
+    /// [`RedbConfigBuilder::deferred_durability_max`].
+    pub fn deferred_durability_max(&self) -> Duration {
+        self.deferred_durability_max
     }
 }
 
@@ -150,6 +162,25 @@ impl RedbConfigBuilder {
         self
     }
 
+    /// Longest a commit group made with
+    /// [`Durability::Deferred`](crate::Durability::Deferred) stays
+    /// non-durable (default [`DEFERRED_DURABILITY_MAX_DEFAULT`], at most
+    /// [`DEFERRED_DURABILITY_MAX_LIMIT`]).
+    ///
+    /// Deferred groups commit as redb transactions with
+    /// `Durability::None` (no fsync). The writer makes them durable with
+    /// the next transaction it commits with immediate durability; if none
+    /// comes within this time of the oldest non-durable one, it commits an
+    /// empty durable transaction itself (under a steady stream of deferred
+    /// groups, it commits the next group durably instead). This also bounds
+    /// the file's growth: redb reuses pages that a durable state still
+    /// references only after the next durable commit. Zero commits every
+    /// group with immediate durability.
+    pub fn deferred_durability_max(mut self, max: Duration) -> Self {
+        self.config.deferred_durability_max = max;
+        self
+    }
+
     /// Validates and returns the configuration: the path must be non-empty
     /// and not end in `..`, every limit must be at least 1.
     pub fn build(self) -> Result<RedbConfig> {
@@ -179,6 +210,12 @@ impl RedbConfigBuilder {
                 config.group_commit_wait_max
             ));
         }
+        if config.deferred_durability_max > DEFERRED_DURABILITY_MAX_LIMIT {
+            return reject(format!(
+                "deferred_durability_max is {:?}, the limit is {:?}",
+                config.deferred_durability_max, DEFERRED_DURABILITY_MAX_LIMIT
+            ));
+        }
         Ok(config)
     }
 }
@@ -197,6 +234,10 @@ mod tests {
             GROUP_COMMIT_BATCHES_MAX_DEFAULT
         );
         assert_eq!(config.queue_capacity(), QUEUE_CAPACITY_DEFAULT);
+        assert_eq!(
+            config.deferred_durability_max(),
+            DEFERRED_DURABILITY_MAX_DEFAULT
+        );
     }
 
     #[test]
@@ -229,6 +270,14 @@ mod tests {
                 .group_commit_wait_max(Duration::from_secs(2))
                 .build()
                 .is_err()
+        );
+        let error = RedbConfig::builder("d.redb")
+            .deferred_durability_max(Duration::from_secs(11))
+            .build()
+            .expect_err("too long");
+        assert!(
+            error.to_string().contains("deferred_durability_max"),
+            "{error}"
         );
     }
 }

@@ -51,6 +51,21 @@
 //! write transaction with immediate durability (one fsync); a fatal error
 //! aborts that transaction, so the group applies all or nothing.
 //!
+//! [`Storage::commit_group_with`] with
+//! [`Durability::Deferred`](crate::Durability::Deferred) runs the same way
+//! but commits its transaction with redb's `Durability::None`: atomic and
+//! visible at once, no fsync. The writer makes it durable with the next
+//! durable transaction it commits (plain commits, immediate groups and
+//! imports are all durable), at [`Storage::flush`] and when it stops, and
+//! at the latest [`RedbConfig::deferred_durability_max`] (100 ms by
+//! default) after the oldest non-durable commit: a deferred group arriving
+//! past that bound commits durably, and an idle writer commits an empty
+//! durable transaction at the bound. A `kill -9` reopens the file at its
+//! last durable commit: a deferred group is there whole or not at all
+//! (`tests/conformance/redb_deferred.rs`). Regular durable commits also
+//! let redb reuse the pages that only the last durable state still
+//! references, so the file does not grow under a stream of deferred groups.
+//!
 //! # Export and import
 //! [`Storage::export`] opens one redb read transaction (an MVCC snapshot)
 //! and hands it to a blocking thread that encodes it into chunks, a few
@@ -106,25 +121,28 @@ use redb::ReadableDatabase;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::config::{
-    CACHE_BYTES_DEFAULT, GROUP_COMMIT_BATCHES_MAX_DEFAULT, GROUP_COMMIT_BYTES_MAX_DEFAULT,
+    CACHE_BYTES_DEFAULT, DEFERRED_DURABILITY_MAX_DEFAULT, DEFERRED_DURABILITY_MAX_LIMIT,
+    GROUP_COMMIT_BATCHES_MAX_DEFAULT, GROUP_COMMIT_BYTES_MAX_DEFAULT,
     GROUP_COMMIT_WAIT_MAX_DEFAULT, QUEUE_CAPACITY_DEFAULT, RedbConfig, RedbConfigBuilder,
 };
 use self::file::engine_error;
 pub use self::file::{FORMAT_VERSION, MAGIC};
 use self::kv::ReadKv;
-use self::writer::{Command, Job, Writer};
+use self::writer::{Command, Job, Transactions, Writer};
 use crate::batch::{CommitOutcome, WriteBatch};
 use crate::engine;
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::snapshot::{self, ChunkStream, Decoder, ShardRange, SnapshotInfo};
-use crate::storage::Storage;
+use crate::storage::{Durability, Storage};
 use crate::types::{
     DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, MetaKey, RequestId,
     ShardId, ShardScope, Timer, Timestamp,
 };
 
-/// The redb backend: one data file, group commit, durable acknowledgements.
+/// The redb backend: one data file, group commit, durable acknowledgements
+/// (except for groups committed with
+/// [`Durability::Deferred`](crate::Durability::Deferred), durable soon after).
 ///
 /// Cloning gives another handle to the same open file.
 ///
@@ -184,6 +202,7 @@ impl RedbStorage {
             batches_max: config.group_commit_batches_max(),
             bytes_max: config.group_commit_bytes_max(),
             wait_max: config.group_commit_wait_max(),
+            deferred_max: config.deferred_durability_max(),
         };
         let handle = std::thread::Builder::new()
             .name("shoal-storage-writer".to_owned())
@@ -331,11 +350,21 @@ impl Storage for RedbStorage {
         batches: Vec<WriteBatch>,
         meta: Option<(MetaKey, Bytes)>,
     ) -> Result<Vec<Result<CommitOutcome>>> {
+        self.commit_group_with(batches, meta, Durability::Immediate)
+            .await
+    }
+
+    async fn commit_group_with(
+        &self,
+        batches: Vec<WriteBatch>,
+        meta: Option<(MetaKey, Bytes)>,
+        durability: Durability,
+    ) -> Result<Vec<Result<CommitOutcome>>> {
         engine::check_group(&batches, meta.as_ref())?;
         let sender = self.sender()?;
         let (reply, outcome) = oneshot::channel();
-        let job: Job = Box::new(move |db: &redb::Database| {
-            let result = writer::guarded_write_transaction(db, "applying a commit group", |kv| {
+        let job: Job = Box::new(move |txns: &mut Transactions<'_>| {
+            let result = txns.write("applying a commit group", durability, |kv| {
                 engine::apply_group(kv, &batches, meta.as_ref())
             });
             // The caller may have stopped waiting; the group is committed anyway.
@@ -361,8 +390,8 @@ impl Storage for RedbStorage {
         let sender = self.sender()?;
         let (chunks, mut received) = mpsc::channel::<Result<Bytes>>(limits::SNAPSHOT_CHUNKS_AHEAD);
         let (reply, outcome) = oneshot::channel();
-        let job: Job = Box::new(move |db: &redb::Database| {
-            let result = writer::guarded_write_transaction(db, "importing a snapshot", |kv| {
+        let job: Job = Box::new(move |txns: &mut Transactions<'_>| {
+            let result = txns.write("importing a snapshot", Durability::Immediate, |kv| {
                 let mut decoder = Decoder::new();
                 // A closed channel without a trailer (the caller went away)
                 // fails `finish`: the transaction is aborted.
@@ -465,7 +494,7 @@ impl Storage for RedbStorage {
             .send(Command::Flush { reply })
             .await
             .map_err(|_| self.writer_gone())?;
-        done.await.map_err(|_| self.writer_gone())
+        done.await.map_err(|_| self.writer_gone())?
     }
 
     async fn close(&self) -> Result<()> {

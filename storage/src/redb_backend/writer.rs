@@ -20,13 +20,39 @@
 //!   in queue order: the writer first commits the batches queued before it,
 //!   then runs it (it opens its own write transaction), and takes the
 //!   commands queued after it only once it is done;
-//! - the thread stops when every sender is gone, after finishing the queue.
+//! - the thread stops when every sender is gone, after finishing the queue
+//!   and making every deferred group durable.
+//!
+//! # Deferred durability
+//! A commit group with [`Durability::Deferred`](crate::Durability::Deferred)
+//! (the Raft state machine's apply) commits its ONE transaction with redb's
+//! `Durability::None`: no fsync; readers see it at once; a crash rolls the
+//! file back to the last durable commit, so such a group is lost whole or
+//! kept whole. The writer remembers since when it holds non-durable
+//! commits ([`Pending`]) and makes them durable — an fsync covers every
+//! commit before it — with:
+//! - the next transaction it commits with immediate durability (a group of
+//!   plain commits, an immediate commit group, an import);
+//! - a [`Command::Flush`], and its own exit (close, or the last handle
+//!   dropped): an empty durable transaction if needed;
+//! - the bound `deferred_max`: a deferred group arriving when the oldest
+//!   non-durable commit is that old commits durably instead; and when the
+//!   queue is idle, the writer waits for commands only until that bound,
+//!   then commits an empty durable transaction.
+//!
+//! So a durable commit follows every non-durable one within `deferred_max`
+//! (plus one transaction's time), which also keeps the file from growing:
+//! redb may reuse a page the last durable state still references only
+//! after the next durable commit.
 //!
 //! It is a plain thread, not a tokio task: redb calls block (fsync), and a
-//! blocked tokio worker would stall unrelated tasks.
+//! blocked tokio worker would stall unrelated tasks. Waiting with a timeout
+//! polls the tokio receiver with a waker that unparks this thread.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use redb::Durability;
@@ -45,15 +71,17 @@ pub(crate) enum Command {
         batch: WriteBatch,
         reply: oneshot::Sender<Result<CommitOutcome>>,
     },
-    /// Answer once every command queued before this one is done.
-    Flush { reply: oneshot::Sender<()> },
+    /// Answer once every command queued before this one is done and every
+    /// deferred group committed before it is durable.
+    Flush { reply: oneshot::Sender<Result<()>> },
     /// Run a job alone on the writer thread, in queue order; the job opens
-    /// its own transaction and answers its own caller.
+    /// its own transaction (through [`Transactions::write`]) and answers
+    /// its own caller.
     Exclusive(Job),
 }
 
 /// A job for [`Command::Exclusive`].
-pub(crate) type Job = Box<dyn FnOnce(&redb::Database) + Send>;
+pub(crate) type Job = Box<dyn FnOnce(&mut Transactions<'_>) + Send>;
 
 pub(crate) struct Writer {
     pub(crate) db: Arc<redb::Database>,
@@ -61,6 +89,93 @@ pub(crate) struct Writer {
     pub(crate) batches_max: usize,
     pub(crate) bytes_max: usize,
     pub(crate) wait_max: Duration,
+    /// Longest a deferred group stays non-durable (zero: never deferred).
+    pub(crate) deferred_max: Duration,
+}
+
+/// Since when the file holds commits that are not durable yet (`None`:
+/// everything committed is durable).
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    since: Option<Instant>,
+}
+
+impl Pending {
+    /// When the pending commits must be durable, given the bound.
+    fn deadline(&self, max: Duration) -> Option<Instant> {
+        self.since.map(|since| since + max)
+    }
+
+    fn overdue(&self, max: Duration) -> bool {
+        self.deadline(max)
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    fn committed(&mut self, durability: Durability) {
+        match durability {
+            Durability::Immediate => self.since = None,
+            _ => {
+                self.since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+}
+
+/// What an exclusive [`Job`] commits through: the database and the
+/// writer's record of non-durable commits.
+pub(crate) struct Transactions<'a> {
+    db: &'a redb::Database,
+    pending: &'a mut Pending,
+    deferred_max: Duration,
+}
+
+impl Transactions<'_> {
+    /// [`guarded_write_transaction`] with the requested durability: a
+    /// deferred one commits with redb's `Durability::None` unless the
+    /// oldest non-durable commit is already `deferred_max` old (or the
+    /// bound is zero), in which case it commits durably and so makes
+    /// everything before it durable too.
+    pub(crate) fn write<T>(
+        &mut self,
+        context: &'static str,
+        durability: crate::Durability,
+        work: impl FnOnce(&mut WriteKv<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let durability = match durability {
+            crate::Durability::Deferred
+                if !self.deferred_max.is_zero() && !self.pending.overdue(self.deferred_max) =>
+            {
+                Durability::None
+            }
+            _ => Durability::Immediate,
+        };
+        let result = guarded_write_transaction(self.db, context, durability, work);
+        if result.is_ok() {
+            self.pending.committed(durability);
+        }
+        result
+    }
+}
+
+/// What waiting for the next command gave.
+enum Received {
+    Command(Command),
+    /// Every sender is gone and the queue is empty.
+    Closed,
+    TimedOut,
+}
+
+/// Wakes the writer thread parked in [`Writer::recv_until`].
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 type Waiter = oneshot::Sender<Result<CommitOutcome>>;
@@ -69,7 +184,7 @@ type Waiter = oneshot::Sender<Result<CommitOutcome>>;
 #[derive(Default)]
 struct Group {
     commits: Vec<(WriteBatch, Waiter)>,
-    flushes: Vec<oneshot::Sender<()>>,
+    flushes: Vec<oneshot::Sender<Result<()>>>,
     /// Runs after `commits`; closes the group.
     exclusive: Option<Job>,
     bytes: usize,
@@ -92,13 +207,16 @@ impl Group {
 const GATHER_POLL: Duration = Duration::from_micros(50);
 
 impl Writer {
-    /// Runs until every sender is dropped and the queue is drained.
+    /// Runs until every sender is dropped and the queue is drained, then
+    /// makes every deferred group durable.
     pub(crate) fn run(mut self) {
         let mut group = Group::default();
+        let mut pending = Pending::default();
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         // The previous group's size and commit time drive the gather wait.
         let mut last_len = 0usize;
         let mut last_commit = Duration::ZERO;
-        while let Some(first) = self.commands.blocking_recv() {
+        while let Some(first) = self.next_command(&mut pending, &waker) {
             group.push(first);
             let mut open = self.drain(&mut group);
             // Callers answered by the previous commit are usually just about
@@ -122,18 +240,89 @@ impl Writer {
             if !group.commits.is_empty() {
                 last_len = group.commits.len();
                 let started = Instant::now();
-                self.commit_group(&mut group.commits);
+                self.commit_group(&mut group.commits, &mut pending);
                 last_commit = started.elapsed();
             }
             if let Some(job) = group.exclusive.take() {
-                job(&self.db);
+                job(&mut Transactions {
+                    db: &self.db,
+                    pending: &mut pending,
+                    deferred_max: self.deferred_max,
+                });
             }
-            for flush in group.flushes.drain(..) {
-                let _ = flush.send(());
+            if !group.flushes.is_empty() {
+                let synced = self.sync(&mut pending);
+                for flush in group.flushes.drain(..) {
+                    let _ =
+                        flush.send(synced.as_ref().map(|_| ()).map_err(|error| Error::Backend {
+                            context: "making deferred commits durable",
+                            source: error.to_string().into(),
+                        }));
+                }
+            } else if pending.overdue(self.deferred_max) {
+                self.sync_or_log(&mut pending);
             }
             group.bytes = 0;
         }
+        self.sync_or_log(&mut pending);
         tracing::debug!("storage writer stopped: every handle is gone");
+    }
+
+    /// The next command; `None` once every sender is gone and the queue is
+    /// drained. While commits are pending durability, waits only until
+    /// their deadline, then makes them durable and waits on.
+    fn next_command(&mut self, pending: &mut Pending, waker: &Waker) -> Option<Command> {
+        while let Some(deadline) = pending.deadline(self.deferred_max) {
+            match self.recv_until(deadline, waker) {
+                Received::Command(command) => return Some(command),
+                Received::Closed => return None,
+                Received::TimedOut => self.sync_or_log(pending),
+            }
+        }
+        self.commands.blocking_recv()
+    }
+
+    /// Waits for a command until `deadline`, parking the thread.
+    fn recv_until(&mut self, deadline: Instant, waker: &Waker) -> Received {
+        let mut context = Context::from_waker(waker);
+        loop {
+            match self.commands.poll_recv(&mut context) {
+                Poll::Ready(Some(command)) => return Received::Command(command),
+                Poll::Ready(None) => return Received::Closed,
+                Poll::Pending => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Received::TimedOut;
+            }
+            // Woken early by a sender (or spuriously): poll again.
+            std::thread::park_timeout(deadline - now);
+        }
+    }
+
+    /// Makes every non-durable commit durable: an empty transaction with
+    /// immediate durability (redb persists everything committed before it).
+    fn sync(&self, pending: &mut Pending) -> Result<()> {
+        if pending.since.is_none() {
+            return Ok(());
+        }
+        guarded_write_transaction(
+            &self.db,
+            "making deferred commits durable",
+            Durability::Immediate,
+            |_| Ok(()),
+        )?;
+        pending.committed(Durability::Immediate);
+        Ok(())
+    }
+
+    /// [`sync`](Self::sync), logging a failure (retried at the next deadline).
+    fn sync_or_log(&self, pending: &mut Pending) {
+        if let Err(error) = self.sync(pending) {
+            tracing::error!(%error, "making deferred commits durable failed");
+            // Try again a bound later, not in a busy loop.
+            pending.since = Some(Instant::now());
+        }
     }
 
     fn full(&self, group: &Group) -> bool {
@@ -155,8 +344,9 @@ impl Writer {
         true
     }
 
-    /// Commits a group and answers its waiters; empties `commits`.
-    fn commit_group(&self, commits: &mut Vec<(WriteBatch, Waiter)>) {
+    /// Commits a group (durably, so every deferred commit before it becomes
+    /// durable too) and answers its waiters; empties `commits`.
+    fn commit_group(&self, commits: &mut Vec<(WriteBatch, Waiter)>, pending: &mut Pending) {
         let batches: Vec<&WriteBatch> = commits.iter().map(|(batch, _)| batch).collect();
         let results = match self.apply_in_one_transaction(&batches) {
             Ok(results) => results,
@@ -179,6 +369,10 @@ impl Writer {
             }
         };
         debug_assert_eq!(results.len(), commits.len());
+        // Any batch that committed committed durably, with what came before.
+        if results.iter().any(Result::is_ok) {
+            pending.committed(Durability::Immediate);
+        }
         for ((_, reply), result) in commits.drain(..).zip(results) {
             // The caller may have stopped waiting; its batch is committed anyway.
             let _ = reply.send(result);
@@ -204,7 +398,7 @@ impl Writer {
     }
 
     fn apply_unguarded(&self, batches: &[&WriteBatch]) -> Result<Vec<Result<CommitOutcome>>> {
-        in_write_transaction(&self.db, |kv| {
+        in_write_transaction(&self.db, Durability::Immediate, |kv| {
             let mut results = Vec::with_capacity(batches.len());
             for batch in batches {
                 match engine::apply(kv, batch) {
@@ -219,17 +413,18 @@ impl Writer {
 }
 
 /// Runs `work` in one write transaction over every table and commits it with
-/// immediate durability if `work` returns `Ok`; aborts it (nothing applied)
-/// if `work` fails. Runs on the writer thread only (directly or in a
-/// [`Job`]), so it never waits for another writer.
-pub(crate) fn in_write_transaction<T>(
+/// `durability` if `work` returns `Ok`; aborts it (nothing applied) if
+/// `work` fails. Runs on the writer thread only (directly or in a [`Job`]),
+/// so it never waits for another writer.
+fn in_write_transaction<T>(
     db: &redb::Database,
+    durability: Durability,
     work: impl FnOnce(&mut WriteKv<'_>) -> Result<T>,
 ) -> Result<T> {
     let mut txn = db
         .begin_write()
         .map_err(|e| engine_error("starting a write transaction")(e.into()))?;
-    txn.set_durability(Durability::Immediate)
+    txn.set_durability(durability)
         .map_err(|e| engine_error("setting durability")(e.into()))?;
     let done = WriteKv::open(&txn).and_then(|mut kv| work(&mut kv));
     match done {
@@ -249,12 +444,16 @@ pub(crate) fn in_write_transaction<T>(
 
 /// [`in_write_transaction`], with a panic inside the storage engine (a
 /// damaged file can cause one) reported as an error instead of unwinding.
-pub(crate) fn guarded_write_transaction<T>(
+fn guarded_write_transaction<T>(
     db: &redb::Database,
     context: &'static str,
+    durability: Durability,
     work: impl FnOnce(&mut WriteKv<'_>) -> Result<T>,
 ) -> Result<T> {
-    panic::catch_unwind(AssertUnwindSafe(|| in_write_transaction(db, work))).unwrap_or_else(|_| {
+    panic::catch_unwind(AssertUnwindSafe(|| {
+        in_write_transaction(db, durability, work)
+    }))
+    .unwrap_or_else(|_| {
         Err(Error::Backend {
             context,
             source: "the storage engine panicked (damaged file?)".into(),

@@ -15,7 +15,8 @@
 //! or all at once with [`run_all`]. Cases use shards, ids and times of their
 //! own and check only what the contract promises, so they hold for any
 //! correct backend. They do not test durability across restarts or file
-//! handling: those are backend-specific.
+//! handling (nor when a [`Durability::Deferred`] group reaches the disk):
+//! those are backend-specific.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,7 +29,7 @@ use crate::batch::{CommitOutcome, OpIndex, SkipReason, WriteBatch};
 use crate::error::Error;
 use crate::limits;
 use crate::snapshot::{self, ShardRange};
-use crate::storage::Storage;
+use crate::storage::{Durability, Storage};
 use crate::types::{
     DeferredValue, EntityKey, Epoch, Message, MetaKey, RequestId, ShardId, ShardScope, StepIndex,
     TimerId, TimerKey, Timestamp,
@@ -71,6 +72,7 @@ cases![
     group_applies_in_order_with_per_batch_fencing,
     group_meta_alone_overwrites_and_reads_back,
     group_over_limits_applies_nothing,
+    deferred_group_is_atomic_visible_and_flushed,
     meta_namespace_is_isolated_from_data,
     export_import_round_trip_replaces_everything,
     export_of_a_shard_range_replaces_only_it,
@@ -124,6 +126,7 @@ macro_rules! conformance_tests {
             group_applies_in_order_with_per_batch_fencing,
             group_meta_alone_overwrites_and_reads_back,
             group_over_limits_applies_nothing,
+            deferred_group_is_atomic_visible_and_flushed,
             meta_namespace_is_isolated_from_data,
             export_import_round_trip_replaces_everything,
             export_of_a_shard_range_replaces_only_it,
@@ -1482,6 +1485,163 @@ pub async fn group_over_limits_applies_nothing(fixture: Fixture) {
     assert!(matches!(result, Err(Error::Invalid { .. })), "{result:?}");
     assert_eq!(storage.load_state(&key).await.expect("reads"), None);
     assert_eq!(storage.read_meta(&applied).await.expect("reads"), None);
+}
+
+/// A deferred group is a commit group like any other, except when it is
+/// durable: validated, fenced and applied per batch, atomic with its meta
+/// record, visible to every read (and to later commits and exports) when
+/// the call returns, refused whole over a limit; `flush` then succeeds and
+/// changes nothing visible. Deferred groups and plain commits from many
+/// tasks at once all land.
+pub async fn deferred_group_is_atomic_visible_and_flushed(fixture: Fixture) {
+    let storage = fixture.storage();
+    let applied = meta_key("conformance.deferred");
+    let (a, b) = (entity(36, "T", "a"), entity(37, "T", "b"));
+    commit_all_applied(storage, WriteBatch::new(shard(37), Epoch::new(5))).await;
+
+    let mut first = batch(36);
+    first.put_state(&a, bytes("deferred"));
+    first.append_journal(&a, req(1), StepIndex::new(0), bytes("j0"));
+    let mut stale = WriteBatch::new(shard(37), Epoch::new(1));
+    stale.put_state(&b, bytes("stale"));
+    let mut invalid = batch(36);
+    invalid.put_state(&b, bytes("foreign shard"));
+    let mut current = WriteBatch::new(shard(37), Epoch::new(5));
+    current.put_state(&b, bytes("current"));
+    current.ack(req(2), bytes("ok"));
+    let results = storage
+        .commit_group_with(
+            vec![first, stale, invalid, current],
+            Some((applied.clone(), bytes("d1"))),
+            Durability::Deferred,
+        )
+        .await
+        .expect("the deferred group commits");
+    assert_eq!(results.len(), 4, "one result per batch");
+    assert!(results[0].as_ref().is_ok_and(CommitOutcome::applied_all));
+    assert!(
+        matches!(results[1], Err(Error::StaleEpoch { current, .. }) if current == Epoch::new(5)),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(results[2], Err(Error::Invalid { .. })),
+        "{:?}",
+        results[2]
+    );
+    assert!(results[3].is_ok(), "{:?}", results[3]);
+
+    // Visible at once, meta included.
+    assert_eq!(
+        storage.load_state(&a).await.expect("reads"),
+        Some(bytes("deferred"))
+    );
+    assert_eq!(
+        storage.load_state(&b).await.expect("reads"),
+        Some(bytes("current"))
+    );
+    assert_eq!(
+        storage.read_reply(shard(37), req(2)).await.expect("reads"),
+        Some(bytes("ok"))
+    );
+    assert_eq!(
+        storage.read_meta(&applied).await.expect("reads"),
+        Some(bytes("d1"))
+    );
+    // An export reads it.
+    let exported = export_bytes(storage, ShardRange::one(shard(36))).await;
+    // A later plain commit sees it.
+    let mut again = batch(36);
+    let repeat = again.append_journal(&a, req(1), StepIndex::new(0), bytes("again"));
+    let outcome = commit(storage, again).await;
+    assert_eq!(
+        outcome.skip_reason(repeat),
+        Some(SkipReason::JournalStepExists),
+        "the commit sees the deferred group"
+    );
+
+    // Over a limit: refused whole, meta included.
+    let mut big = batch(36);
+    big.put_state(&a, bytes("over the limit"));
+    let oversized = Bytes::from(vec![0u8; limits::VALUE_BYTES_MAX + 1]);
+    let result = storage
+        .commit_group_with(
+            vec![big],
+            Some((applied.clone(), oversized)),
+            Durability::Deferred,
+        )
+        .await;
+    assert!(matches!(result, Err(Error::Invalid { .. })), "{result:?}");
+    assert_eq!(
+        storage.load_state(&a).await.expect("reads"),
+        Some(bytes("deferred"))
+    );
+
+    // Deferred groups and plain commits from many tasks at once.
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let storage = storage.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = entity(38, "T", &format!("e{i}"));
+            let mut b = batch(38);
+            b.put_state(&key, bytes(&format!("v{i}")));
+            if i % 2 == 0 {
+                let results = storage
+                    .commit_group_with(
+                        vec![b],
+                        Some((meta_key(&format!("conformance.deferred.{i}")), bytes("m"))),
+                        Durability::Deferred,
+                    )
+                    .await
+                    .expect("the deferred group commits");
+                assert!(results[0].is_ok(), "{:?}", results[0]);
+            } else {
+                storage.commit(b).await.expect("commits");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    for i in 0..16u32 {
+        assert_eq!(
+            storage
+                .load_state(&entity(38, "T", &format!("e{i}")))
+                .await
+                .expect("reads"),
+            Some(bytes(&format!("v{i}"))),
+            "write {i}"
+        );
+    }
+
+    // Immediate through the same method is `commit_group`.
+    let mut last = batch(36);
+    last.put_state(&a, bytes("immediate"));
+    storage
+        .commit_group_with(
+            vec![last],
+            Some((applied.clone(), bytes("d2"))),
+            Durability::Immediate,
+        )
+        .await
+        .expect("commits");
+    storage.flush().await.expect("flushes");
+    assert_eq!(
+        storage.load_state(&a).await.expect("reads"),
+        Some(bytes("immediate"))
+    );
+    assert_eq!(
+        storage.read_meta(&applied).await.expect("reads"),
+        Some(bytes("d2"))
+    );
+    import_bytes(storage, &exported, 4096)
+        .await
+        .expect("the export of the deferred group imports");
+    assert_eq!(
+        storage.load_state(&a).await.expect("reads"),
+        Some(bytes("deferred")),
+        "the export held the deferred group"
+    );
 }
 
 /// Meta keys never collide with data: a meta key spelling a data key's bytes
