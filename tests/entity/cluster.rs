@@ -574,3 +574,69 @@ async fn workflows_messages_and_deferreds_survive_their_owners_death() {
     );
     cluster.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_job_fires_once_per_time_and_survives_its_nodes_death() {
+    use crate::cron::{Fired, Ticks, every_second};
+    let mut cluster = within(
+        "the cluster to start",
+        TestCluster::builder()
+            .nodes(3)
+            .configure(|node| node.register(Ticks).cron(every_second()))
+            .start(),
+    )
+    .await
+    .unwrap();
+    let host = cluster
+        .wait_for("the cron job to start", || {
+            let hosts: Vec<u64> = cluster
+                .running()
+                .into_iter()
+                .filter(|id| {
+                    cluster
+                        .node(*id)
+                        .unwrap()
+                        .singleton_running("cron:every-second")
+                })
+                .collect();
+            (hosts.len() == 1).then(|| hosts[0])
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cluster.kill(host).await.unwrap();
+    let via = cluster.node(cluster.running()[0]).unwrap().clone();
+    let before = within("a read", via.client::<Ticks>("t").call(Fired, ()))
+        .await
+        .unwrap()
+        .len();
+    // Another node takes the job over and fires on.
+    let fired = within("fires after the move", async {
+        loop {
+            if let Ok(fired) = via.client::<Ticks>("t").call(Fired, ()).await
+                && fired.len() >= before + 3
+            {
+                break fired;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let hosts: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| {
+            cluster
+                .node(*id)
+                .unwrap()
+                .singleton_running("cron:every-second")
+        })
+        .collect();
+    assert_eq!(hosts.len(), 1, "one host: {hosts:?}");
+    assert_ne!(hosts[0], host);
+    let mut unique = fired.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), fired.len(), "a fire time ran twice: {fired:?}");
+    cluster.shutdown().await.unwrap();
+}

@@ -10,10 +10,10 @@ use shoal::entity::{Activity, ActivityContext, Entity, Handlers, Rpc, RpcContext
 
 use crate::within;
 
-struct Ticks;
+pub(crate) struct Ticks;
 
 #[derive(Default, Serialize, Deserialize)]
-struct TickLog {
+pub(crate) struct TickLog {
     fired: Vec<u64>,
 }
 
@@ -25,7 +25,7 @@ impl Entity for Ticks {
     }
 }
 
-struct Fired;
+pub(crate) struct Fired;
 impl Rpc<Ticks> for Fired {
     const NAME: &'static str = "fired";
     type Params = ();
@@ -48,7 +48,7 @@ impl Activity<Ticks> for Fire {
     }
 }
 
-fn every_second() -> CronJob {
+pub(crate) fn every_second() -> CronJob {
     CronJob::builder("every-second", "* * * * * *")
         .unwrap()
         .send::<Ticks, _, _>("t", Fire, |fire_ms| fire_ms)
