@@ -10,20 +10,47 @@
 //! (see `codec`; `cluster` is the [`ClusterState`], absent in an older
 //! build's marker, which then reads as the default state with no
 //! placement). Each `apply` call commits the batches of its committed entries
-//! with ONE `Storage::commit_group(batches, Some((raft.applied, marker)))`
-//! (split only when a call exceeds the storage group limits, each part
-//! carrying the marker of its last entry): the batches and the marker land
-//! in one durable transaction, so after a crash the backend holds both or
-//! neither, and openraft re-applies exactly the entries after
-//! `last_applied` — none of which is in the backend. No op is ever applied
-//! twice (a `RescheduleMessage` counts its attempt once); an entry at or
-//! below `last_applied` handed to `apply` again is skipped (answered
-//! `Response::Empty`). Each batch's slot
+//! with ONE `Storage::commit_group_with(batches, Some((raft.applied,
+//! marker)), Durability::Deferred)` (split only when a call exceeds the
+//! storage group limits, each part carrying the marker of its last entry):
+//! the batches and the marker land in one atomic transaction, so the
+//! backend holds both or neither — also after a crash — and openraft
+//! re-applies exactly the entries after `last_applied` — none of which is
+//! in the backend. No op is ever applied twice (a `RescheduleMessage`
+//! counts its attempt once); an entry at or below `last_applied` handed to
+//! `apply` again is skipped (answered `Response::Empty`). Each batch's slot
 //! of the group result becomes its [`Response`]: `Applied` (with skips),
 //! `Rejected` for a stale epoch or an invalid batch (deterministic, the
 //! same on every replica, nothing of it applied); any other per-batch error
-//! stops the state machine. Proposers are answered only after the group
-//! (with its marker) is durable.
+//! stops the state machine. Proposers are answered once the group (with its
+//! marker) is applied — visible to every read of the backend —, not once it
+//! is durable.
+//!
+//! # Durability rests on the log
+//! The apply is deferred-durable (no fsync of its own): the entries it
+//! applies are already durable in the Raft log of a majority (the log store
+//! fsyncs before an append is acknowledged), so the apply only has to be
+//! atomic with its marker, not durable. The backend makes it durable with
+//! its next durable commit, `flush`, `close`, or within a bound (redb:
+//! `RedbConfig::deferred_durability_max`, 100 ms). A crash may lose the
+//! last applies — each whole, batches and marker together, a prefix
+//! surviving — and restart then works from the older marker: openraft
+//! installs the snapshot if it is newer than `last_applied`
+//! (`restore_from_snapshot`) and re-applies the committed entries after
+//! `last_applied` from the log, up to the log store's saved `committed`
+//! hint at startup and the rest once it learns the commit index from the
+//! leader (or commits one as leader). The log is never purged past a
+//! snapshot that is on disk (openraft purges only up to the current
+//! snapshot's last log id, which is fsynced before it becomes current), so
+//! every lost entry is in the log or in the snapshot. Until that catch-up
+//! completes, the backend of a restarted node may lack writes it applied —
+//! and acknowledged — before the crash: a reader that must see them (an
+//! owner activating an entity after a restart) waits until the node's
+//! `last_applied` reaches the commit index it learned.
+//!
+//! Everything else stays immediate: the migration's marker, and snapshot
+//! installs (`Storage::import`, which also makes every earlier deferred
+//! apply durable).
 //!
 //! # Cluster state and fencing
 //! Membership entries and [`Command::Cluster`] commands update the
@@ -36,7 +63,7 @@
 //! (The storage backend's own monotonic epoch check stays; a legitimate
 //! owner never trips it, as epochs only rise.) Per-shard epochs are cached
 //! until the placement changes. [`StateMachine::cluster`] publishes the
-//! state after each apply call that changed it (once durable), and after a
+//! state after each apply call that changed it (once applied), and after a
 //! snapshot install.
 //!
 //! [`StateMachine::open`] reads the marker back; a backend without one has
@@ -56,7 +83,10 @@
 //! entries the data reflects. The export is started in
 //! `get_snapshot_builder`, which openraft calls between `apply` calls, so
 //! its read snapshot and the builder's `last_applied` / membership (the
-//! snapshot meta) are the same point of the log.
+//! snapshot meta) are the same point of the log. The export reads the
+//! backend's latest commits, durable or not: the snapshot file itself is
+//! fsynced before it becomes current, so it never depends on the
+//! deferred applies it contains being durable in the backend.
 //!
 //! On disk, the current snapshot is one file in the directory,
 //! [`SNAPSHOT_FILE`] (`raft-snapshot.bin`): magic `SHOALRSN` · format
@@ -97,7 +127,9 @@ use futures::{Stream, StreamExt};
 use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::ReadableDatabase;
-use shoal_storage::{ChunkStream, Epoch, MetaKey, ShardId, ShardRange, Storage, WriteBatch};
+use shoal_storage::{
+    ChunkStream, Durability, Epoch, MetaKey, ShardId, ShardRange, Storage, WriteBatch,
+};
 use tokio::sync::watch;
 
 use crate::cluster::ClusterState;
@@ -258,7 +290,7 @@ impl StateMachine {
 
     /// A receiver of the applied [`ClusterState`]: the state as of open,
     /// then updated after each apply call that changed it (once it is
-    /// durable) and after a snapshot install. Callable before the state
+    /// applied) and after a snapshot install. Callable before the state
     /// machine is handed to `Raft::new`; any number of receivers.
     pub fn cluster(&self) -> watch::Receiver<Arc<ClusterState>> {
         self.cluster_tx.subscribe()
@@ -319,14 +351,19 @@ impl StateMachine {
     }
 
     /// Commits `batches` with the marker of `self.state` in one storage
-    /// transaction; `Err`: nothing landed. Per-batch results inside.
+    /// transaction, deferred-durable (see the module docs: durability rests
+    /// on the log); `Err`: nothing landed. Per-batch results inside.
     async fn commit_group(
         &mut self,
         batches: Vec<WriteBatch>,
     ) -> Result<Vec<shoal_storage::Result<shoal_storage::CommitOutcome>>> {
         let marker = self.marker();
         self.storage
-            .commit_group(batches, Some((self.marker_key.clone(), marker)))
+            .commit_group_with(
+                batches,
+                Some((self.marker_key.clone(), marker)),
+                Durability::Deferred,
+            )
             .await
             .map_err(Error::Storage)
     }
@@ -353,7 +390,8 @@ impl StateMachine {
                 return Err(error.into_io());
             }
         };
-        // The group and its marker are durable from here on.
+        // The group and its marker are applied (visible) from here on; they
+        // are durable soon, and recoverable from the log until then.
         self.publish_cluster();
         results
             .into_iter()

@@ -124,9 +124,24 @@ pub(crate) async fn epoch_of(
 }
 
 pub(crate) async fn start(dir: &std::path::Path) -> anyhow::Result<Started> {
+    start_with(
+        dir,
+        shoal_storage::redb_backend::DEFERRED_DURABILITY_MAX_DEFAULT,
+    )
+    .await
+}
+
+/// [`start`] with the storage's `deferred_durability_max` (how long an
+/// apply may stay non-durable) set to `deferred_max`.
+pub(crate) async fn start_with(
+    dir: &std::path::Path,
+    deferred_max: Duration,
+) -> anyhow::Result<Started> {
     let storage: Arc<dyn Storage> = open_retrying(|| {
         Ok(Arc::new(RedbStorage::open(
-            RedbConfig::builder(dir.join("shoal.redb")).build()?,
+            RedbConfig::builder(dir.join("shoal.redb"))
+                .deferred_durability_max(deferred_max)
+                .build()?,
         )?))
     })
     .await?;

@@ -1,7 +1,16 @@
 //! Crash safety with a real process: a child runs a one-node Raft on real
 //! files and prints every acknowledged write; the parent SIGKILLs it after a
 //! random number of acknowledgements, restarts it on the same files, and
-//! finally checks that every acknowledged write is in the storage backend.
+//! finally checks that every acknowledged write is in the storage backend,
+//! exactly once.
+//!
+//! The state machine applies with deferred durability, so a kill loses the
+//! last applies (the first and third rounds: within the default 100 ms
+//! bound; the second: a 10 s bound, so nothing applied in that round is
+//! durable in the backend unless a restart's re-application made it so):
+//! restart must re-apply them from the log, each once. Every write also
+//! reschedules one message, whose attempt count therefore equals the
+//! number of writes applied — one more re-application would show.
 //!
 //! The child is this test binary, running the ignored test
 //! `t05_crash::crash_child` (selected by name).
@@ -14,17 +23,33 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use openraft::BasicNode;
 use shoal_raft::{Command, Response};
-use shoal_storage::{EntityKey, Epoch, RequestId, ShardId, WriteBatch};
+use shoal_storage::{EntityKey, Epoch, Message, RequestId, ShardId, Timestamp, WriteBatch};
 
 const DIR_VAR: &str = "SHOAL_RAFT_CRASH_DIR";
 const FROM_VAR: &str = "SHOAL_RAFT_CRASH_FROM";
+const DEFERRED_MS_VAR: &str = "SHOAL_RAFT_CRASH_DEFERRED_MS";
 const SHARD: ShardId = ShardId::new(7);
+
+/// The message every write reschedules (once per write: its attempts count
+/// the writes applied).
+const COUNTED: RequestId = RequestId::new(1 << 100);
 
 fn write(k: u64, epoch: Epoch) -> anyhow::Result<WriteBatch> {
     let entity = EntityKey::new(SHARD, "Item", format!("i-{k}"))?;
     let mut batch = WriteBatch::new(SHARD, epoch);
+    if k == 0 {
+        let target = EntityKey::new(SHARD, "Counted", "m")?;
+        batch.enqueue(Message::new(
+            COUNTED,
+            target,
+            "count",
+            Bytes::new(),
+            Timestamp::from_unix_ms(1),
+        ));
+    }
     batch.put_state(&entity, k.to_be_bytes().to_vec());
     batch.ack(RequestId::new(u128::from(k)), b"ok".to_vec());
+    batch.reschedule(COUNTED, Timestamp::from_unix_ms(1 + k));
     Ok(batch)
 }
 
@@ -35,7 +60,9 @@ fn write(k: u64, epoch: Epoch) -> anyhow::Result<WriteBatch> {
 async fn crash_child() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(std::env::var(DIR_VAR)?);
     let from: u64 = std::env::var(FROM_VAR)?.parse()?;
-    let (raft, _storage, cluster) = crate::t04_single_node::start(&dir).await?;
+    let deferred_ms: u64 = std::env::var(DEFERRED_MS_VAR)?.parse()?;
+    let (raft, _storage, cluster) =
+        crate::t04_single_node::start_with(&dir, Duration::from_millis(deferred_ms)).await?;
     if !raft.is_initialized().await? {
         raft.initialize(BTreeMap::from([(1, BasicNode::new("127.0.0.1:7000"))]))
             .await?;
@@ -70,11 +97,17 @@ async fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
     let mut seed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 | 1;
     tracing::warn!("raft crash test seed: {seed}");
     let exe = std::env::current_exe()?;
-    let mut acked_through: Option<u64> = None;
+    let mut acked_all: Vec<u64> = Vec::new();
     for round in 0..3 {
-        let from = acked_through.map_or(0, |k| k + 1);
+        // Skip the one write that may have been in flight at the kill
+        // (committed or not): writing its key again would be a second entry.
+        let from = acked_all.last().map_or(0, |k| k + 2);
         let kill_after = 5 + next(&mut seed) % 40;
-        tracing::info!("--- round {round}: writes from {from}, kill after {kill_after} acks");
+        let deferred_ms = if round == 1 { 10_000 } else { 100 };
+        tracing::info!(
+            "--- round {round}: writes from {from}, kill after {kill_after} acks, \
+             applies durable within {deferred_ms} ms"
+        );
         let mut child = std::process::Command::new(&exe)
             .args([
                 "--ignored",
@@ -85,6 +118,7 @@ async fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
             ])
             .env(DIR_VAR, dir.path())
             .env(FROM_VAR, from.to_string())
+            .env(DEFERRED_MS_VAR, deferred_ms.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
@@ -120,11 +154,11 @@ async fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
             acks.len()
         );
         assert_eq!(acks.first(), Some(&from));
-        acked_through = acks.last().copied();
+        acked_all.extend(acks);
     }
 
-    tracing::info!("--- restart in-process: every acknowledged write is there");
-    let acked = acked_through.expect("three rounds") + 1;
+    tracing::info!("--- restart in-process: every acknowledged write is there, once");
+    let last_acked = *acked_all.last().expect("three rounds");
     let (raft, storage, _cluster) = crate::t04_single_node::start(dir.path()).await?;
     raft.wait(Some(Duration::from_secs(20)))
         .current_leader(1, "leads again")
@@ -132,7 +166,7 @@ async fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
     // A blank entry from the new term commits (and applies) everything before it.
     raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
         .await?;
-    for k in 0..acked {
+    for &k in &acked_all {
         let entity = EntityKey::new(SHARD, "Item", format!("i-{k}"))?;
         assert_eq!(
             storage.load_state(&entity).await?,
@@ -146,6 +180,30 @@ async fn acknowledged_writes_survive_kill_9() -> anyhow::Result<()> {
             Some(Bytes::from_static(b"ok"))
         );
     }
+    // The write in flight at each kill may have been committed too: count
+    // every write present.
+    let mut applied = 0;
+    let mut last_applied = 0;
+    for k in 0..=last_acked + 1 {
+        let entity = EntityKey::new(SHARD, "Item", format!("i-{k}"))?;
+        if storage.load_state(&entity).await?.is_some() {
+            applied += 1;
+            last_applied = k;
+        }
+    }
+    let counted = storage
+        .read_message(SHARD, COUNTED)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the counted message is gone"))?;
+    assert_eq!(
+        u64::from(counted.attempts),
+        applied,
+        "{applied} writes applied, each rescheduling the message once"
+    );
+    assert_eq!(
+        counted.next_attempt_at,
+        Timestamp::from_unix_ms(1 + last_applied)
+    );
     raft.shutdown().await?;
     Ok(())
 }
