@@ -124,12 +124,29 @@ async fn detect_failures(core: Arc<Core>) {
     // acknowledged anything is silent since then (a node that just joined
     // or a leader that was just elected must not count from earlier).
     let mut first_seen: HashMap<u64, Instant> = HashMap::new();
+    // While following: the leader, and when this node last heard from it.
+    // A new leader counts its predecessor's silence from that moment (it
+    // was elected because the old leader went quiet), so a dead leader's
+    // shards move about as soon as a dead follower's would.
+    let mut followed: Option<(u64, std::time::Instant)> = None;
     loop {
         tokio::time::sleep(period).await;
         let metrics = core.raft.metrics().borrow_watched().clone();
         if metrics.state != ServerState::Leader {
             first_seen.clear();
+            if let (Some(leader), Some(at)) =
+                (metrics.current_leader, core.service.last_leader_contact())
+                && leader != core.me
+            {
+                followed = Some((leader, at));
+            }
             continue;
+        }
+        if first_seen.is_empty()
+            && let Some((previous, at)) = followed.take()
+        {
+            let since = Instant::now() - at.elapsed().min(down_after);
+            first_seen.insert(previous, since);
         }
         let Some(heartbeats) = metrics.heartbeat else {
             continue;
