@@ -3,8 +3,10 @@
 //!
 //! Three in-process nodes on loopback QUIC with mutual TLS (one dev CA),
 //! each with its own temp dir holding its redb `LogStore` and a
-//! `RedbStorage` with its default, durable commits (every acknowledged
-//! write is fsynced), running [`shoal_raft::config`] unchanged:
+//! `RedbStorage` with its default configuration, running
+//! [`shoal_raft::config`] unchanged: a write is fsynced in the log of a
+//! majority before it is acknowledged, and the state machine applies it
+//! with deferred durability (no fsync of its own; see `StateMachine`):
 //!
 //! - `local_commit`: one `RedbStorage::commit` of a small batch (one
 //!   `put_state` of ~100 bytes) on a storage of its own — the reference;
@@ -53,9 +55,11 @@ const STATE_BYTES: usize = 100;
 /// Bound on waiting for a leader.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The epoch every benchmark batch carries: one the state machine accepts
-/// for [`SHARD`]. The only place to change when epoch fencing lands (the
-/// shard's current epoch from the state machine's cluster state).
+/// The epoch every benchmark batch carries: one the state machine's fence
+/// accepts for [`SHARD`], i.e. the shard's epoch in its `ClusterState`. The
+/// bootstrap's membership (log index 0, all three nodes) makes the only
+/// placement the benchmark ever sees, so every shard's epoch is 0 (writes
+/// that were refused would fail the `Applied` check in [`write`]).
 fn bench_epoch() -> Epoch {
     Epoch::ZERO
 }
