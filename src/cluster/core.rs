@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -62,6 +63,9 @@ pub(crate) struct Core {
     /// Shard epochs of one cluster state, computed once each (walking the
     /// placement history is not free, and every call and write asks).
     epochs: std::sync::Mutex<EpochCache>,
+    /// Whether this node has applied everything committed before it
+    /// started serving (see [`Core::serving`]).
+    caught_up: AtomicBool,
 }
 
 /// The shard epochs of one cluster state.
@@ -115,6 +119,7 @@ impl Core {
             endpoint: std::sync::RwLock::new(Some(endpoint)),
             config,
             epochs: std::sync::Mutex::new((view, HashMap::new())),
+            caught_up: AtomicBool::new(false),
         }
     }
 
@@ -151,16 +156,46 @@ impl Core {
         self.config.election_timeout.0
     }
 
-    /// Whether this node is in contact with the quorum: a leader whose
-    /// majority acknowledged it within the lease, or a follower or learner
-    /// that accepted a leader's append or heartbeat within the lease. A
+    /// Whether this node is in contact with the quorum and caught up: it
+    /// has applied every entry it knows to be committed, and it is a leader
+    /// whose majority acknowledged it within the lease, or a follower or
+    /// learner that accepted a leader's append or heartbeat within the
+    /// lease. A
     /// node cut off from the quorum stops serving its shards when its lease
     /// runs out, before the leader gives them to another node.
     pub(crate) fn serving(&self) -> bool {
         let lease = self.lease();
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        if metrics.state == ServerState::Leader {
+        let leads = metrics.state == ServerState::Leader;
+        // Caught up first, once after start: a node restarted after a crash
+        // may have lost its last (deferred-durability) applies, which it
+        // re-applies from the log only once it learns the commit index from
+        // a leader (or, leading, once its first entry commits); until then
+        // its storage can lack writes it acknowledged itself. (Afterwards a
+        // lag is harmless: only the owner writes its shards, and a shard
+        // that moved away and back has a new epoch.)
+        if !self.caught_up.load(Ordering::Acquire) {
+            let applied = metrics.last_applied.as_ref().map(|id| id.index);
+            let committed = metrics
+                .local_committed
+                .as_ref()
+                .max(metrics.cluster_committed.as_ref())
+                .map(|id| id.index);
+            let informed = if leads {
+                metrics
+                    .local_committed
+                    .as_ref()
+                    .is_some_and(|id| id.leader_id.term == metrics.current_term)
+            } else {
+                self.service.last_leader_contact().is_some()
+            };
+            if !informed || applied < committed {
+                return false;
+            }
+            self.caught_up.store(true, Ordering::Release);
+        }
+        if leads {
             let voters = metrics.membership_config.membership().voter_ids().count();
             return voters <= 1
                 || metrics
