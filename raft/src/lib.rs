@@ -10,7 +10,8 @@
 //! - [`StateMachine`]: applies committed [`Command::Batch`]es — the same
 //!   `shoal_storage::WriteBatch`es the storage layer commits locally — into
 //!   an `Arc<dyn shoal_storage::Storage>` exactly once: each apply call is
-//!   one `Storage::commit_group` carrying the applied marker
+//!   one deferred-durability commit group (`Storage::commit_group_with`;
+//!   the entries are already durable in the log) carrying the applied marker
 //!   ([`APPLIED_MARKER`]: `last_applied`, membership, [`ClusterState`]) in
 //!   the same transaction; a batch whose epoch is not its shard's current
 //!   epoch is answered [`Rejected::StaleEpoch`] on every replica and
@@ -62,13 +63,13 @@
 //! handle to [`RaftService::serve`], then run [`bootstrap()`] with the
 //! initial peer list (`tests/raft/cluster.rs` does exactly this).
 //!
-//! # Not here (yet)
-//! A failure detector (the main crate decides when to call
-//! [`mark_down`] / [`mark_up`]), leases (a node cut off from the quorum
-//! stopping to serve its shards), singleton placement, and streaming
-//! snapshots to and from disk (a snapshot is held in memory while built,
-//! sent and installed). This crate knows nothing of entity handlers and
-//! never opens the storage layer's data tables: it only calls the
+//! # Not here
+//! The failure detector (which calls [`mark_down`] / [`mark_up`]), leases
+//! (measured from [`RaftService::last_leader_contact`]) and singleton
+//! placement live in the main crate (`shoal::cluster`). Not yet anywhere:
+//! streaming snapshots to and from disk (a snapshot is held in memory while
+//! built, sent and installed). This crate knows nothing of entity handlers
+//! and never opens the storage layer's data tables: it only calls the
 //! `Storage` trait.
 //!
 //! ```
