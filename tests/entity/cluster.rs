@@ -637,6 +637,10 @@ async fn a_cron_job_fires_once_per_time_and_survives_its_nodes_death() {
     let mut unique = fired.clone();
     unique.sort_unstable();
     unique.dedup();
-    assert_eq!(unique.len(), fired.len(), "a fire time ran twice: {fired:?}");
+    assert_eq!(
+        unique.len(),
+        fired.len(),
+        "a fire time ran twice: {fired:?}"
+    );
     cluster.shutdown().await.unwrap();
 }
