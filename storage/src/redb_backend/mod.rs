@@ -52,7 +52,7 @@
 //! aborts that transaction, so the group applies all or nothing.
 //!
 //! [`Storage::commit_group_with`] with
-//! [`Durability::Deferred`](crate::Durability::Deferred) runs the same way
+//! [`Durability::Deferred`] runs the same way
 //! but commits its transaction with redb's `Durability::None`: atomic and
 //! visible at once, no fsync. The writer makes it durable with the next
 //! durable transaction it commits (plain commits, immediate groups and
@@ -142,7 +142,7 @@ use crate::types::{
 
 /// The redb backend: one data file, group commit, durable acknowledgements
 /// (except for groups committed with
-/// [`Durability::Deferred`](crate::Durability::Deferred), durable soon after).
+/// [`Durability::Deferred`], durable soon after).
 ///
 /// Cloning gives another handle to the same open file.
 ///
