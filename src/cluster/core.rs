@@ -66,6 +66,8 @@ pub(crate) struct Core {
     /// Whether this node has applied everything committed before it
     /// started serving (see [`Core::serving`]).
     caught_up: AtomicBool,
+    /// Serialises the membership changes this node makes as the leader.
+    membership_changes: tokio::sync::Mutex<()>,
 }
 
 /// The shard epochs of one cluster state.
@@ -120,6 +122,7 @@ impl Core {
             config,
             epochs: std::sync::Mutex::new((view, HashMap::new())),
             caught_up: AtomicBool::new(false),
+            membership_changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -515,7 +518,14 @@ impl Core {
             ..MembershipReply::default()
         };
         match self.leader() {
-            Some(leader) if leader == self.me => match on_leader().await {
+            // One at a time: each reads the membership, then changes it
+            // (two joins at once could both add a voter past the limit).
+            Some(leader) if leader == self.me => match async {
+                let _one_at_a_time = self.membership_changes.lock().await;
+                on_leader().await
+            }
+            .await
+            {
                 Ok(joined_as) => MembershipReply {
                     joined_as,
                     ..MembershipReply::default()
