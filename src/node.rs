@@ -323,22 +323,13 @@ impl NodeBuilder {
         if let Some(path) = &data_file {
             tracing::info!(path = %path.display(), entity_types = type_count, resumed, "node started");
         }
-        let clustered = started.map(|started| {
-            (
-                started.slot.clone(),
-                Clustered {
-                    core: started.core,
-                    slot: started.slot,
-                    service: started.service,
-                    singletons: self.singletons.clone(),
-                    tasks: Mutex::new(Vec::new()),
-                },
-            )
+        let cluster = started.map(|started| Clustered {
+            core: started.core,
+            slot: started.slot,
+            service: started.service,
+            singletons: self.singletons.clone(),
+            tasks: Mutex::new(Vec::new()),
         });
-        let (slot, cluster) = match clustered {
-            Some((slot, cluster)) => (Some(slot), Some(cluster)),
-            None => (None, None),
-        };
         let node = Node {
             inner: Arc::new(Inner {
                 runtime,
@@ -349,9 +340,9 @@ impl NodeBuilder {
                 cluster,
             }),
         };
-        match (&node.inner.cluster, slot) {
-            (Some(cluster), Some(slot)) => {
-                slot.set(cluster.core.clone(), node.downgrade());
+        match &node.inner.cluster {
+            Some(cluster) => {
+                cluster.slot.set(cluster.core.clone(), node.downgrade());
                 let config = &cluster.core.config;
                 if config.peers.is_empty() {
                     crate::cluster::start::join(&cluster.core, JOIN_ATTEMPTS).await?;
@@ -364,7 +355,7 @@ impl NodeBuilder {
                 let tasks = crate::cluster::tasks::spawn(&node, cluster.core.clone());
                 lock(&cluster.tasks).extend(tasks);
             }
-            _ => {
+            None => {
                 for singleton in self.singletons {
                     node.start_singleton(singleton)?;
                 }
@@ -402,13 +393,24 @@ impl Node {
         handler: &str,
         params: Bytes,
     ) -> Result<Bytes, EntityError> {
+        let (ty, key) = self.entity(entity_type, entity_id)?;
+        ty.invoke_raw(key, handler, params, None).await
+    }
+
+    /// The registered type called `entity_type` and the key of its entity
+    /// `entity_id`.
+    fn entity(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<(Arc<dyn AnyEntityType>, shoal_storage::EntityKey), EntityError> {
         let ty = self
             .inner
             .runtime
             .any_type(entity_type)
             .ok_or_else(|| EntityError::UnknownEntityType(entity_type.to_owned()))?;
         let key = ty.key(entity_id)?;
-        ty.clone().invoke_raw(key, handler, params, None).await
+        Ok((ty.clone(), key))
     }
 
     /// Runs `op` on entity `entity_id` of type `entity_type` on this node,
@@ -419,13 +421,8 @@ impl Node {
         entity_id: &str,
         op: Op,
     ) -> Result<Option<Bytes>, EntityError> {
-        let ty = self
-            .inner
-            .runtime
-            .any_type(entity_type)
-            .ok_or_else(|| EntityError::UnknownEntityType(entity_type.to_owned()))?;
-        let key = ty.key(entity_id)?;
-        ty.clone().run_local_raw(key, op).await
+        let (ty, key) = self.entity(entity_type, entity_id)?;
+        ty.run_local_raw(key, op).await
     }
 
     /// A handle that does not keep the node alive.
@@ -471,12 +468,7 @@ impl Node {
     /// registered, the id invalid or the shard has no owner now.
     pub fn entity_owner(&self, entity_type: &str, entity_id: &str) -> Option<u64> {
         let cluster = self.inner.cluster.as_ref()?;
-        let key = self
-            .inner
-            .runtime
-            .any_type(entity_type)?
-            .key(entity_id)
-            .ok()?;
+        let (_, key) = self.entity(entity_type, entity_id).ok()?;
         cluster.core.owner(key.shard())
     }
 

@@ -336,20 +336,11 @@ impl TestCluster {
         if self.nodes.contains_key(&id) {
             return Ok(());
         }
-        let join = !self.initial.contains_key(&id);
-        // A restarted member already has the membership in its log.
-        let node = self.start_restarted(id, join).await?;
+        // A node that joined once is in the membership: asking to join
+        // again is harmless (it is a member); an initial member just starts.
+        let node = self.start_node(id, !self.initial.contains_key(&id)).await?;
         self.nodes.insert(id, node);
         Ok(())
-    }
-
-    async fn start_restarted(&self, id: u64, joined: bool) -> Result<Node, TestClusterError> {
-        if !joined {
-            return self.start_node(id, false).await;
-        }
-        // A node that joined once is in the membership: it only needs to
-        // start (asking to join again is harmless: it is a member).
-        self.start_node(id, true).await
     }
 
     /// Starts a new node (the next free id) that joins the cluster, and

@@ -237,17 +237,18 @@ impl Core {
     /// moment) while the attempt fails without having been applied, until
     /// the route timeout.
     ///
-    /// `idempotent`: the operation may run twice with one effect (a read,
-    /// or a write deduplicated by its request id), so an attempt whose
-    /// outcome is unknown is retried too.
-    pub(crate) async fn route<T, L, LF, R, RF>(
+    /// `idempotent()`: whether the operation may run twice with one effect
+    /// (a read, or a write deduplicated by its request id), so that an
+    /// attempt whose outcome is unknown is retried too; asked only then.
+    pub(crate) async fn route<T, I, L, LF, R, RF>(
         &self,
         shard: ShardId,
-        idempotent: bool,
+        idempotent: I,
         mut local: L,
         mut remote: R,
     ) -> Result<T, EntityError>
     where
+        I: Fn() -> bool,
         L: FnMut() -> LF,
         LF: Future<Output = Result<T, EntityError>>,
         R: FnMut(u64) -> RF,
@@ -263,7 +264,7 @@ impl Core {
             };
             match attempt {
                 Err(error)
-                    if (reroutable(&error) || (idempotent && outcome_unknown(&error)))
+                    if (reroutable(&error) || (outcome_unknown(&error) && idempotent()))
                         && Instant::now() + backoff < deadline =>
                 {
                     tracing::debug!(%shard, %error, "rerouting");

@@ -30,11 +30,11 @@ pub(crate) enum Op {
         params: Bytes,
         request: Option<RequestId>,
     },
-    /// A persisted send.
+    /// A persisted send (its request id is fixed by the sender).
     Send {
         handler: String,
         params: Bytes,
-        request: Option<RequestId>,
+        request: RequestId,
         at: Option<Timestamp>,
     },
     /// Resolving a deferred.
@@ -74,7 +74,7 @@ impl Op {
                 request.op = op::SEND;
                 request.handler = handler.clone();
                 request.params = params.clone();
-                request.request_id = id(id_);
+                request.request_id = id(&Some(*id_));
                 request.at_ms = at.map(Timestamp::as_unix_ms);
             }
             Op::Resolve { name, value } => {
@@ -120,7 +120,7 @@ impl Op {
             op::SEND => Op::Send {
                 handler: request.handler.clone(),
                 params: request.params.clone(),
-                request: id()?,
+                request: id()?.ok_or("a persisted send without a request id")?,
                 at: request.at_ms.map(Timestamp::from_unix_ms),
             },
             op::RESOLVE => Op::Resolve {
@@ -313,7 +313,7 @@ mod tests {
             Op::Send {
                 handler: "add".into(),
                 params: Bytes::from_static(b"\x02"),
-                request: None,
+                request: RequestId::new(7),
                 at: Some(Timestamp::from_unix_ms(42)),
             },
             Op::Resolve {

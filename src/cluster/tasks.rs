@@ -24,6 +24,8 @@ use shoal_transport::NodeId;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use shoal_raft::ClusterState;
+
 use super::core::Core;
 use crate::Node;
 use crate::node::WeakNode;
@@ -49,51 +51,23 @@ pub(crate) fn singleton_shard(name: &str, shards_per_group: u32) -> ShardId {
 async fn ownership(node: WeakNode, core: Arc<Core>) {
     let mut state = core.state.clone();
     let mut owned: HashSet<ShardId> = HashSet::new();
+    // What the shards were last computed from: nothing to redo while the
+    // applied state and the lease are as they were.
+    let mut computed: Option<(Arc<ClusterState>, bool)> = None;
     loop {
         let Some(node) = node.upgrade() else { return };
         let view = state.borrow_and_update().clone();
-        let membership = core
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
-        if let Some(endpoint) = core.endpoint() {
-            for (id, member) in membership.membership().nodes() {
-                if *id != core.me
-                    && let Ok(addr) = member.addr.parse()
-                {
-                    endpoint.add_peer(NodeId::new(*id), addr);
-                }
-            }
-        }
         // Cut off from the quorum (lease run out), a node owns nothing:
         // its entities passivate and its singletons stop; it takes its
         // shards up again (rescanning them) once back in contact.
         let serving = core.serving();
-        let now_owned: HashSet<ShardId> = if serving {
-            node.shards()
-                .into_iter()
-                .filter(|shard| view.owner(*shard) == Some(core.me))
-                .collect()
-        } else {
-            HashSet::new()
-        };
-        let lost: HashSet<ShardId> = owned.difference(&now_owned).copied().collect();
-        let gained: Vec<ShardId> = now_owned.difference(&owned).copied().collect();
-        if !lost.is_empty() {
-            tracing::info!(node = core.me, lost = lost.len(), "shards moved away");
-            for (_, ty) in node.runtime().all_types() {
-                ty.release(&|shard| lost.contains(&shard));
-            }
+        let unchanged = computed
+            .as_ref()
+            .is_some_and(|(last, was)| Arc::ptr_eq(last, &view) && *was == serving);
+        if !unchanged {
+            computed = Some((view.clone(), serving));
+            take_ownership(&node, &core, &view, serving, &mut owned).await;
         }
-        if !gained.is_empty() {
-            tracing::info!(node = core.me, gained = gained.len(), "shards acquired");
-            if let Err(error) = node.runtime().deliverer.scan(gained).await {
-                tracing::warn!(%error, "cannot scan acquired shards; the sweep will");
-            }
-        }
-        owned = now_owned;
         let shards_per_group = node.config().shards_per_group();
         for singleton in node.cluster_singletons() {
             let shard = singleton_shard(&singleton.placement, shards_per_group);
@@ -115,6 +89,55 @@ async fn ownership(node: WeakNode, core: Arc<Core>) {
             return;
         }
     }
+}
+
+/// Learns the members' addresses; passivates what this node lost and
+/// scans what it gained since `owned`, which becomes what it owns now.
+async fn take_ownership(
+    node: &Node,
+    core: &Core,
+    view: &ClusterState,
+    serving: bool,
+    owned: &mut HashSet<ShardId>,
+) {
+    let membership = core
+        .raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .clone();
+    if let Some(endpoint) = core.endpoint() {
+        for (id, member) in membership.membership().nodes() {
+            if *id != core.me
+                && let Ok(addr) = member.addr.parse()
+            {
+                endpoint.add_peer(NodeId::new(*id), addr);
+            }
+        }
+    }
+    let now_owned: HashSet<ShardId> = if serving {
+        node.shards()
+            .into_iter()
+            .filter(|shard| view.owner(*shard) == Some(core.me))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let lost: HashSet<ShardId> = owned.difference(&now_owned).copied().collect();
+    let gained: Vec<ShardId> = now_owned.difference(owned).copied().collect();
+    if !lost.is_empty() {
+        tracing::info!(node = core.me, lost = lost.len(), "shards moved away");
+        for (_, ty) in node.runtime().all_types() {
+            ty.release(&|shard| lost.contains(&shard));
+        }
+    }
+    if !gained.is_empty() {
+        tracing::info!(node = core.me, gained = gained.len(), "shards acquired");
+        if let Err(error) = node.runtime().deliverer.scan(gained).await {
+            tracing::warn!(%error, "cannot scan acquired shards; the sweep will");
+        }
+    }
+    *owned = now_owned;
 }
 
 async fn detect_failures(core: Arc<Core>) {

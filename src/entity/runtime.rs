@@ -261,17 +261,20 @@ impl<E: Entity> EntityType<E> {
         let Some(core) = self.runtime.writes.cluster() else {
             return self.run_local(key, op.clone()).await;
         };
-        let request = op.to_request(E::NAME, key.entity_id());
         let timeout = match op {
             Op::Call { .. } => FORWARDED_CALL_TIMEOUT,
             _ => core.config.commit_timeout + OUTCOME_WAIT,
         };
-        let idempotent = self.idempotent(&op);
+        // Built only if the shard's owner is another node.
+        let request = OnceLock::new();
         core.route(
             key.shard(),
-            idempotent,
+            || self.idempotent(&op),
             || self.run_local(key, op.clone()),
-            |owner| core.forward(owner, key.shard(), &request, timeout),
+            |owner| {
+                let request = request.get_or_init(|| op.to_request(E::NAME, key.entity_id()));
+                core.forward(owner, key.shard(), request, timeout)
+            },
         )
         .await
     }
@@ -450,25 +453,24 @@ impl<E: Entity> EntityType<E> {
         let op = Op::Send {
             handler: handler.to_owned(),
             params,
-            request: Some(request),
+            request,
             at,
         };
         self.routed(key, op).await?;
         Ok(PersistedSend::new(request, key.shard()))
     }
 
-    /// [`send_persisted`](Self::send_persisted) on this node.
+    /// [`send_persisted`](Self::send_persisted) on this node, with the
+    /// request id the sender fixed.
     async fn send_persisted_local(
         &self,
         key: &EntityKey,
         handler: &str,
         params: Bytes,
-        request: Option<RequestId>,
+        request: RequestId,
         at: Option<Timestamp>,
-    ) -> Result<PersistedSend, EntityError> {
+    ) -> Result<(), EntityError> {
         self.callable(handler, Caller::Client)?;
-        let request =
-            request.unwrap_or_else(|| request_id(key, handler, KeySource::Params(&params)));
         let now = now();
         let message = StoredMessage::new(request, key.clone(), handler, params, now)
             .with_next_attempt_at(at.unwrap_or(now));
@@ -477,7 +479,7 @@ impl<E: Entity> EntityType<E> {
         // A skipped enqueue is the same message sent before: nothing to do.
         self.runtime.writes.commit(batch).await?;
         self.runtime.deliverer.enqueued(key.shard());
-        Ok(PersistedSend::new(request, key.shard()))
+        Ok(())
     }
 
     /// Waits for the outcome of a persisted message: its reply, or its

@@ -25,17 +25,23 @@ async fn cluster(n: usize) -> TestCluster {
     .expect("cluster starts")
 }
 
-/// Writes `key-{k}` = `v{k}` through node `via`, retrying a retryable
-/// failure; returns whether it was acknowledged.
+/// Writes `key-{k}` = `v{k}` through node `via`; returns whether it was
+/// acknowledged.
 async fn put(cluster: &TestCluster, via: u64, k: u64) -> bool {
-    let Ok(node) = cluster.node(via) else {
-        return false;
-    };
+    match cluster.node(via) {
+        Ok(node) => write(node, k).await,
+        Err(_) => false,
+    }
+}
+
+/// Writes `key-{k}` = `v{k}` through `node`, giving up after 10 s;
+/// returns whether it was acknowledged.
+async fn write(node: &shoal::Node, k: u64) -> bool {
+    let client = node.client::<Kv>(format!("key-{k}"));
+    let write = client.call(KvSet, format!("v{k}"));
     matches!(
-        node.client::<Kv>(format!("key-{k}"))
-            .call(KvSet, format!("v{k}"))
-            .await,
-        Ok(Ok(_))
+        tokio::time::timeout(Duration::from_secs(10), write).await,
+        Ok(Ok(Ok(_)))
     )
 }
 
@@ -112,7 +118,6 @@ async fn leader_killed_during_writes_loses_no_acknowledged_write() {
         .await
         .unwrap();
     check_all(&cluster, &acked).await;
-    let mut cluster = cluster;
     // The old leader comes back and catches up.
     cluster.restart(leader).await.unwrap();
     within("convergence", cluster.wait_converged())
@@ -217,12 +222,6 @@ struct Load {
 
 impl Load {
     fn start(cluster: &TestCluster) -> Load {
-        if std::env::var("LOAD_DEBUG").is_ok() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .try_init();
-        }
         let nodes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -245,19 +244,7 @@ impl Load {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     };
-                    let client = node.client::<Kv>(format!("key-{k}"));
-                    let write = client.call(KvSet, format!("v{k}"));
-                    let started = std::time::Instant::now();
-                    let outcome = tokio::time::timeout(Duration::from_secs(10), write).await;
-                    if std::env::var("LOAD_DEBUG").is_ok() {
-                        eprintln!(
-                            "write {k} via {:?}: {:?} in {:?}",
-                            node.node_id(),
-                            outcome.as_ref().map(|r| r.as_ref().map(drop)),
-                            started.elapsed()
-                        );
-                    }
-                    if let Ok(Ok(Ok(_))) = outcome {
+                    if write(&node, k).await {
                         acked.lock().unwrap().push(k);
                     }
                     k += 1;
