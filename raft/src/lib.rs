@@ -98,6 +98,7 @@ mod file;
 mod log_store;
 pub mod membership;
 pub mod network;
+mod pipeline;
 mod state_machine;
 mod types;
 

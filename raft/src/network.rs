@@ -8,13 +8,18 @@
 //! Every RPC is a transport unary request; payloads are the protobuf
 //! messages of `codec` (schema in its docs). The route [`Kind`]s are in
 //! [`kind`]:
-//! - append-entries and heartbeats: one request, one response. An
-//!   append whose encoding would exceed the transport's
-//!   `message_bytes_max` carries the longest prefix of its entries that
-//!   fits and reports `PartialSuccess` up to the last one sent; an entry
-//!   that does not fit alone can never be replicated (it is reported as
-//!   `Unreachable`): proposers must check each command with
-//!   [`Network::check_command`] before proposing it;
+//! - append-entries and heartbeats: one request, one response, pipelined:
+//!   a leader keeps up to 16 requests in flight to a follower, each
+//!   carrying its replication session and sequence number, and the
+//!   follower hands them to its Raft in that order (see `pipeline` for
+//!   the framing and the ordering rules; the plain one-at-a-time kind
+//!   `APPEND_ENTRIES` is still served). An append whose encoding would
+//!   exceed the transport's `message_bytes_max` carries the longest
+//!   prefix of its entries that fits and reports `PartialSuccess` up to
+//!   the last one sent (and ends the pipeline: the next request would not
+//!   follow on); an entry that does not fit alone can never be replicated
+//!   (it is reported as `Unreachable`): proposers must check each command
+//!   with [`Network::check_command`] before proposing it;
 //! - vote and pre-vote: one request, one response each;
 //! - snapshot: the transport has server-streamed replies but no
 //!   client-streamed requests, so a snapshot travels as a sequence of
@@ -62,19 +67,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use openraft::BasicNode;
+use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout,
     Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use shoal_transport::{Endpoint, ErrorCode, Kind, Peer, RemoteError, Request, Router};
 use tracing::{debug, warn};
 
 use crate::codec::{self, SnapshotChunk};
 use crate::error::{Error, Result};
+use crate::pipeline;
 use crate::types::{Command, NodeId, TypeConfig, Vote};
 use crate::{Raft, Snapshot};
 
@@ -92,6 +101,9 @@ pub mod kind {
     pub const PRE_VOTE: Kind = Kind(0x0103);
     /// One chunk of a snapshot transfer: `SnapshotChunk` → `SnapshotAck`.
     pub const SNAPSHOT_CHUNK: Kind = Kind(0x0104);
+    /// A pipelined AppendEntries: `session u64 ‖ seq u64 ‖
+    /// AppendEntriesRequest` → `AppendEntriesResponse`.
+    pub const APPEND_PIPELINED: Kind = Kind(0x0105);
 }
 
 /// Room kept in a snapshot chunk message for everything but its data
@@ -142,6 +154,7 @@ pub struct Network {
     endpoint: Endpoint,
     config: NetworkConfig,
     local: NodeId,
+    sessions: Arc<pipeline::SessionIds>,
 }
 
 impl Network {
@@ -159,6 +172,7 @@ impl Network {
             endpoint,
             config,
             local: local.get(),
+            sessions: Arc::new(pipeline::SessionIds::new()),
         })
     }
 
@@ -206,16 +220,19 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             config: self.config.clone(),
             local: self.local,
             target,
+            sessions: self.sessions.clone(),
         }
     }
 }
 
 /// Sends Raft RPCs to one target node (openraft's `RaftNetworkV2`).
+#[derive(Clone)]
 pub struct NetworkClient {
     endpoint: Endpoint,
     config: NetworkConfig,
     local: NodeId,
     target: NodeId,
+    sessions: Arc<pipeline::SessionIds>,
 }
 
 /// How a failed call maps onto openraft's error kinds (see module docs).
@@ -293,6 +310,79 @@ impl NetworkClient {
             .await
     }
 
+    /// Sends an AppendEntries: plain (`pipelined` is `None`) or as request
+    /// `seq` of pipeline `session`. Returns the reply's future — the
+    /// response and the last log id sent — and whether the request went
+    /// whole: an append whose encoding would exceed the transport's message
+    /// limit carries the longest prefix of its entries that fits, and its
+    /// `Success` is reported as `PartialSuccess` up to the last one sent.
+    fn send_append(
+        &self,
+        pipelined: Option<(u64, u64)>,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> (AppendReply, bool) {
+        let header = if pipelined.is_some() {
+            pipeline::HEADER_BYTES
+        } else {
+            0
+        };
+        let bytes_max = self
+            .endpoint
+            .config()
+            .message_bytes_max()
+            .saturating_sub(header);
+        let (request, included) = codec::encode_append_request(&rpc, bytes_max);
+        if included == 0
+            && let Some(first) = rpc.entries.first()
+        {
+            let error = format!(
+                "log entry {} does not fit in one transport message ({bytes_max} bytes)",
+                first.log_id
+            );
+            warn!(target = self.target, %error, "cannot replicate");
+            let failed = RPCError::Unreachable(Unreachable::from_string(error));
+            return (Box::pin(std::future::ready(Err(failed))), false);
+        }
+        let whole = included == rpc.entries.len();
+        if !whole {
+            debug!(
+                target = self.target,
+                included,
+                entries = rpc.entries.len(),
+                bytes_max,
+                "append cut to the message limit"
+            );
+        }
+        let sent_last = match included.checked_sub(1) {
+            Some(last) => Some(rpc.entries[last].log_id),
+            None => rpc.prev_log_id,
+        };
+        let (kind, payload) = match pipelined {
+            Some((session, seq)) => (
+                kind::APPEND_PIPELINED,
+                pipeline::frame(session, seq, &request),
+            ),
+            None => (kind::APPEND_ENTRIES, request),
+        };
+        let client = self.clone();
+        let option = option.clone();
+        let reply = async move {
+            let reply = client
+                .call(kind, payload, &option)
+                .await
+                .map_err(|e| client.rpc_error(RPCTypes::AppendEntries, e))?;
+            let mut response = codec::decode_append_response(&reply)
+                .map_err(|e| RPCError::Unreachable(client.bad_reply(&e)))?;
+            if !whole && response == AppendEntriesResponse::Success {
+                // Only a prefix was sent: report how far it got.
+                response = AppendEntriesResponse::PartialSuccess(sent_last);
+            }
+            Ok((response, sent_last))
+        };
+        (Box::pin(reply), whole)
+    }
+
     async fn vote_rpc(
         &self,
         kind: Kind,
@@ -307,49 +397,80 @@ impl NetworkClient {
     }
 }
 
+/// The reply of one AppendEntries: the response and the last log id sent.
+type AppendReply = BoxFuture<
+    'static,
+    std::result::Result<
+        (
+            AppendEntriesResponse<TypeConfig>,
+            Option<crate::types::LogId>,
+        ),
+        RPCError<TypeConfig>,
+    >,
+>;
+
 impl RaftNetworkV2<TypeConfig> for NetworkClient {
     type SnapshotData = Bytes;
+
+    /// Pipelined: sends each request as soon as openraft produces it (up
+    /// to 16 in flight) and yields the responses in order; ends at the
+    /// first failure (see the module docs).
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        std::result::Result<
+            BoxStream<
+                's,
+                std::result::Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>,
+            >,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        let session = self.sessions.next();
+        let client = self.clone();
+        let pipe = pipeline::Pipe::new(input);
+        let responses =
+            futures::stream::unfold((pipe, client, 0_u64), move |(mut pipe, client, mut seq)| {
+                let option = option.clone();
+                async move {
+                    let next = pipe
+                        .next(|rpc| {
+                            // Request 0 goes alone, as a plain append.
+                            let pipelined = (seq > 0).then_some((session, seq));
+                            let prev = rpc.prev_log_id;
+                            let (reply, whole) = client.send_append(pipelined, rpc, &option);
+                            seq += 1;
+                            let reply: pipeline::AppendFuture = Box::pin(async move {
+                                let (response, sent_last) = reply.await?;
+                                Ok(response.into_stream_result(prev, sent_last))
+                            });
+                            (reply, whole)
+                        })
+                        .await?;
+                    Some((next, (pipe, client, seq)))
+                }
+            });
+        Box::pin(std::future::ready(Ok(
+            Box::pin(responses) as BoxStream<'s, _>
+        )))
+    }
 
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> std::result::Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let bytes_max = self.endpoint.config().message_bytes_max();
-        let (payload, included) = codec::encode_append_request(&rpc, bytes_max);
-        if included == 0
-            && let Some(first) = rpc.entries.first()
-        {
-            let error = format!(
-                "log entry {} does not fit in one transport message ({bytes_max} bytes)",
-                first.log_id
-            );
-            warn!(target = self.target, %error, "cannot replicate");
-            return Err(RPCError::Unreachable(Unreachable::from_string(error)));
-        }
-        if included < rpc.entries.len() {
-            debug!(
-                target = self.target,
-                included,
-                entries = rpc.entries.len(),
-                bytes_max,
-                "append cut to the message limit"
-            );
-        }
-        let reply = self
-            .call(kind::APPEND_ENTRIES, payload, &option)
-            .await
-            .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
-        let response = codec::decode_append_response(&reply)
-            .map_err(|e| RPCError::Unreachable(self.bad_reply(&e)))?;
-        if included < rpc.entries.len()
-            && response == AppendEntriesResponse::Success
-            && let Some(last) = included.checked_sub(1).and_then(|i| rpc.entries.get(i))
-        {
-            // Only a prefix was sent: report how far it got.
-            return Ok(AppendEntriesResponse::PartialSuccess(Some(last.log_id)));
-        }
-        Ok(response)
+        let (reply, _) = self.send_append(None, rpc, &option);
+        reply.await.map(|(response, _)| response)
     }
 
     async fn vote(
@@ -464,6 +585,8 @@ struct ServiceInner {
     leader_contact: Mutex<Option<std::time::Instant>>,
     /// One partial snapshot transfer per sending node.
     transfers: Mutex<HashMap<NodeId, Transfer>>,
+    /// One pipelined append session per sending node.
+    sessions: pipeline::Sessions,
     config: NetworkConfig,
 }
 
@@ -489,6 +612,7 @@ impl RaftService {
                 raft: RwLock::new(None),
                 leader_contact: Mutex::new(None),
                 transfers: Mutex::new(HashMap::new()),
+                sessions: pipeline::Sessions::default(),
                 config: config.validate()?,
             }),
         })
@@ -501,6 +625,7 @@ impl RaftService {
     /// If `router` already has a handler for one of those kinds.
     pub fn register(&self, router: Router) -> Router {
         let append = self.clone();
+        let pipelined = self.clone();
         let vote = self.clone();
         let pre_vote = self.clone();
         let snapshot = self.clone();
@@ -508,6 +633,10 @@ impl RaftService {
             .unary(kind::APPEND_ENTRIES, move |req| {
                 let service = append.clone();
                 async move { service.append_entries(req).await }
+            })
+            .unary(kind::APPEND_PIPELINED, move |req| {
+                let service = pipelined.clone();
+                async move { service.append_pipelined(req).await }
             })
             .unary(kind::VOTE, move |req| {
                 let service = vote.clone();
@@ -549,6 +678,7 @@ impl RaftService {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
         self.transfers().clear();
+        self.inner.sessions.clear();
     }
 
     fn raft(&self) -> std::result::Result<Raft, RemoteError> {
@@ -579,6 +709,34 @@ impl RaftService {
             .append_entries(rpc)
             .await
             .map_err(raft_failure)?;
+        self.answered_append(&response, sent);
+        Ok(Bytes::from(codec::encode_append_response(&response)))
+    }
+
+    async fn append_pipelined(&self, req: Request) -> std::result::Result<Bytes, RemoteError> {
+        let sender = sender_node(&req)?;
+        let (session, seq, rpc) = pipeline::unframe(&req.payload).map_err(|e| refuse(&req, &e))?;
+        check_vote(&req, sender, &rpc.vote)?;
+        let sent = std::time::Instant::now();
+        let last = pipeline::last_log_id(&rpc);
+        let raft = self.raft()?;
+        let outcome = self
+            .inner
+            .sessions
+            .append(&raft, sender, session, seq, rpc)
+            .await?;
+        let response = pipeline::response(outcome.map_err(fatal_failure)?, last);
+        self.answered_append(&response, sent);
+        Ok(Bytes::from(codec::encode_append_response(&response)))
+    }
+
+    /// Records the leader contact an append answered with `response`
+    /// (received at `sent`) proves.
+    fn answered_append(
+        &self,
+        response: &AppendEntriesResponse<TypeConfig>,
+        sent: std::time::Instant,
+    ) {
         if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
             // The sender leads at a vote this node accepts: contact, as of
             // when the request arrived.
@@ -587,7 +745,6 @@ impl RaftService {
                 *contact = Some(sent);
             }
         }
-        Ok(Bytes::from(codec::encode_append_response(&response)))
     }
 
     async fn vote(&self, req: Request, pre_vote: bool) -> std::result::Result<Bytes, RemoteError> {

@@ -1,0 +1,474 @@
+//! Pipelined AppendEntries: up to [`IN_FLIGHT_MAX`] requests in flight to
+//! one follower, handed to the follower's Raft in the order the leader
+//! sent them.
+//!
+//! openraft replicates to a follower through a *stream* of AppendEntries
+//! requests (`RaftNetworkV2::stream_append`, one call per replication
+//! session). Sent one at a time, a new entry waits for the previous
+//! round trip — often a commit-index-only request sent just before — so
+//! [`NetworkClient`](crate::NetworkClient) sends the next request as soon
+//! as openraft produces it and yields the responses in request order.
+//!
+//! # Wire
+//! A session is one `stream_append` call of the leader; `seq` numbers its
+//! requests from 0. Request 0 is a plain `APPEND_ENTRIES` and goes alone:
+//! a heartbeat (a stream of one request) never opens a session on the
+//! follower, and a replication stream pipelines only once its first
+//! request succeeded. Requests 1, 2, … are kind
+//! [`APPEND_PIPELINED`](crate::network::kind::APPEND_PIPELINED): a unary
+//! request whose payload is `session u64 BE ‖ seq u64 BE ‖
+//! AppendEntriesRequest` (the protobuf of `APPEND_ENTRIES`), answered with
+//! an `AppendEntriesResponse`. Session ids only grow for one sender (they
+//! start at its clock, in nanoseconds, when its network was created).
+//!
+//! # Order on the follower
+//! Each unary request is its own QUIC stream, and the streams of one
+//! connection are handled concurrently, so they may reach the handler out
+//! of order. The follower keeps one [`Session`] per sending node: requests
+//! wait (at most [`EARLY_MAX`] of them) until every earlier `seq` of their
+//! session has been handed on, and are then fed, in order, to
+//! `Raft::stream_append`, whose results come back in the same order and go
+//! to the waiting handlers. A newer session of the sender replaces the
+//! current one (its waiting requests fail); an older one is refused,
+//! unless the current one has been idle for [`STALE_AFTER`] (a sender that
+//! restarted with a clock behind its previous run). A session ends at its
+//! first failure (a conflict, a higher vote): its later requests fail and
+//! the leader starts a new session.
+//!
+//! A failure is a retryable transport error on the leader's side (a
+//! `RemoteError` with code `Timeout`, mapped to `RPCError::Network`), and
+//! ends the leader's stream at the first failed request; openraft then
+//! starts a new session from what the follower acknowledged.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use openraft::base::BoxFuture;
+use openraft::error::{Fatal, RPCError};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendResult};
+use shoal_transport::{ErrorCode, RemoteError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Raft;
+use crate::codec::{self, DecodeError};
+use crate::types::{LogId, NodeId, TypeConfig};
+
+/// Most AppendEntries one leader keeps in flight to one follower.
+pub(crate) const IN_FLIGHT_MAX: usize = 16;
+
+/// Most requests of one session a follower holds while an earlier one has
+/// not arrived.
+pub(crate) const EARLY_MAX: u64 = 64;
+
+/// How long a follower keeps a session nobody sends to before an older
+/// session id of the same sender may replace it.
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(2);
+
+/// The longest a request waits for its result on the follower (earlier
+/// requests that never arrive, a Raft that never answers).
+const RESULT_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Bytes before the request: session and sequence number.
+pub(crate) const HEADER_BYTES: usize = 16;
+
+/// A request's result as the follower's Raft gives it.
+type Outcome = Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>;
+
+/// Mints session ids: increasing for this process, and starting at the
+/// clock so that a restarted node's sessions are newer than its last run's.
+#[derive(Debug)]
+pub(crate) struct SessionIds(AtomicU64);
+
+impl SessionIds {
+    pub(crate) fn new() -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            });
+        SessionIds(AtomicU64::new(now))
+    }
+
+    pub(crate) fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// `session ‖ seq ‖ request` (see the module docs).
+pub(crate) fn frame(session: u64, seq: u64, request: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(HEADER_BYTES + request.len());
+    payload.extend_from_slice(&session.to_be_bytes());
+    payload.extend_from_slice(&seq.to_be_bytes());
+    payload.extend_from_slice(request);
+    payload
+}
+
+/// Splits a pipelined payload into session, sequence number and request.
+pub(crate) fn unframe(
+    payload: &[u8],
+) -> Result<(u64, u64, AppendEntriesRequest<TypeConfig>), DecodeError> {
+    if payload.len() < HEADER_BYTES {
+        return Err(DecodeError(format!(
+            "pipelined append: {} bytes, shorter than its {HEADER_BYTES}-byte header",
+            payload.len()
+        )));
+    }
+    let (session, rest) = payload.split_at(8);
+    let (seq, request) = rest.split_at(8);
+    let number = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+    let request = codec::decode_append_request(request)?;
+    Ok((number(session), number(seq), request))
+}
+
+/// The last log id an AppendEntries covers: its last entry's, or its
+/// `prev_log_id` when it has none.
+pub(crate) fn last_log_id(rpc: &AppendEntriesRequest<TypeConfig>) -> Option<LogId> {
+    rpc.entries
+        .last()
+        .map(|entry| entry.log_id)
+        .or(rpc.prev_log_id)
+}
+
+/// The follower's answer for the wire.
+pub(crate) fn response(
+    result: StreamAppendResult<TypeConfig>,
+    last: Option<LogId>,
+) -> AppendEntriesResponse<TypeConfig> {
+    match result {
+        Ok(matched) if matched == last => AppendEntriesResponse::Success,
+        Ok(matched) => AppendEntriesResponse::PartialSuccess(matched),
+        Err(error) => AppendEntriesResponse::from(Err(error)),
+    }
+}
+
+/// A failure the leader retries with a new session.
+fn retry(reason: impl Into<String>) -> RemoteError {
+    RemoteError::new(ErrorCode::Timeout, reason.into())
+}
+
+/// The reply of one pipelined append, as openraft's stream wants it.
+pub(crate) type AppendFuture =
+    BoxFuture<'static, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>;
+
+/// The leader's side: a response stream over requests sent as soon as they
+/// come, at most [`IN_FLIGHT_MAX`] at once, answered in order.
+pub(crate) struct Pipe<S> {
+    input: S,
+    /// Whether `input` may give more requests (it has not ended, and no
+    /// request was cut short).
+    open: bool,
+    in_flight: FuturesOrdered<AppendFuture>,
+    /// Whether the first request was answered: until then it is the only
+    /// one in flight.
+    started: bool,
+    /// Set once a failure was yielded: the stream ends.
+    done: bool,
+}
+
+impl<S> Pipe<S>
+where
+    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+{
+    pub(crate) fn new(input: S) -> Self {
+        Pipe {
+            input,
+            open: true,
+            in_flight: FuturesOrdered::new(),
+            started: false,
+            done: false,
+        }
+    }
+
+    /// The next response, sending the requests that come meanwhile with
+    /// `send` (which returns the request's future and whether it carries
+    /// the whole request: a request cut short ends the pipeline after it,
+    /// since the next one would not follow on). The first request goes
+    /// alone; the others follow once it was answered.
+    pub(crate) async fn next(
+        &mut self,
+        mut send: impl FnMut(AppendEntriesRequest<TypeConfig>) -> (AppendFuture, bool),
+    ) -> Option<Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let limit = if self.started { IN_FLIGHT_MAX } else { 1 };
+            let can_send = self.open && self.in_flight.len() < limit;
+            tokio::select! {
+                biased;
+                request = self.input.next(), if can_send => match request {
+                    Some(request) => {
+                        let (future, whole) = send(request);
+                        self.in_flight.push_back(future);
+                        self.open = whole;
+                    }
+                    None => self.open = false,
+                },
+                result = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    let result = result?;
+                    if matches!(result, Ok(Ok(_))) {
+                        self.started = true;
+                    } else {
+                        self.done = true;
+                    }
+                    return Some(result);
+                }
+                else => return None,
+            }
+        }
+    }
+}
+
+/// The follower's side: one [`Session`] per sending node.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    by_sender: Mutex<HashMap<NodeId, Session>>,
+}
+
+/// One sender's current session on the follower.
+struct Session {
+    id: u64,
+    /// The next sequence number to hand to Raft.
+    next_seq: u64,
+    last_request: Instant,
+    /// Requests waiting for an earlier one, by sequence number.
+    early: BTreeMap<u64, (AppendEntriesRequest<TypeConfig>, oneshot::Sender<Outcome>)>,
+    /// The session task's input, in order.
+    input: mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>,
+    /// The handlers waiting for results, in the order of `input`.
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    /// The results stream ended: nothing more will be answered.
+    ended: bool,
+    replies: VecDeque<oneshot::Sender<Outcome>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a few collection operations.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Session {
+    /// A session feeding `raft.stream_append` from a task of its own.
+    fn start(raft: &Raft, id: u64, now: Instant) -> Session {
+        let (input, mut requests) = mpsc::unbounded_channel();
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let results =
+            raft.stream_append(futures::stream::poll_fn(move |cx| requests.poll_recv(cx)));
+        let answers = waiting.clone();
+        tokio::spawn(async move {
+            let mut results = std::pin::pin!(results);
+            while let Some(result) = results.next().await {
+                let Some(reply) = lock(&answers).replies.pop_front() else {
+                    break;
+                };
+                let _ = reply.send(result);
+            }
+            let mut answers = lock(&answers);
+            answers.ended = true;
+            answers.replies.clear();
+        });
+        Session {
+            id,
+            // Request 0 went alone, as a plain append.
+            next_seq: 1,
+            last_request: now,
+            early: BTreeMap::new(),
+            input,
+            waiting,
+        }
+    }
+
+    /// Hands every request that is next in order to the session task.
+    fn feed(&mut self) {
+        while let Some((request, reply)) = self.early.remove(&self.next_seq) {
+            self.next_seq += 1;
+            let mut waiting = lock(&self.waiting);
+            // An ended session drops `reply`: its handler fails.
+            if !waiting.ended && self.input.send(request).is_ok() {
+                waiting.replies.push_back(reply);
+            }
+        }
+    }
+}
+
+impl Sessions {
+    /// Drops every session (their waiting requests fail).
+    pub(crate) fn clear(&self) {
+        lock(&self.by_sender).clear();
+    }
+
+    /// Hands request `seq` of `session` from `sender` to `raft` in order
+    /// and waits for its result.
+    pub(crate) async fn append(
+        &self,
+        raft: &Raft,
+        sender: NodeId,
+        session: u64,
+        seq: u64,
+        request: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<Outcome, RemoteError> {
+        let result = {
+            let mut sessions = lock(&self.by_sender);
+            let now = Instant::now();
+            let replace = match sessions.get(&sender) {
+                None => true,
+                Some(current) => {
+                    session > current.id
+                        || (session < current.id
+                            && now.duration_since(current.last_request) > STALE_AFTER)
+                }
+            };
+            if replace {
+                sessions.insert(sender, Session::start(raft, session, now));
+            }
+            let current = sessions.get_mut(&sender).expect("inserted above");
+            if current.id != session {
+                return Err(retry(format!(
+                    "append session {session} of node {sender} is older than its session {}",
+                    current.id
+                )));
+            }
+            current.last_request = now;
+            if seq < current.next_seq || current.early.contains_key(&seq) {
+                return Err(retry(format!(
+                    "append {seq} of session {session} of node {sender} arrived twice"
+                )));
+            }
+            if seq - current.next_seq >= EARLY_MAX {
+                return Err(retry(format!(
+                    "append {seq} of session {session} of node {sender} is more than \
+                     {EARLY_MAX} ahead of the next one in order ({})",
+                    current.next_seq
+                )));
+            }
+            let (reply, result) = oneshot::channel();
+            current.early.insert(seq, (request, reply));
+            current.feed();
+            result
+        };
+        match tokio::time::timeout(RESULT_WAIT_MAX, result).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Err(retry(format!(
+                "append session {session} of node {sender} ended before request {seq}"
+            ))),
+            Err(_) => Err(retry(format!(
+                "append {seq} of session {session} of node {sender} got no result in \
+                 {RESULT_WAIT_MAX:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::AtomicUsize;
+
+    use openraft::vote::RaftLeaderIdExt as _;
+
+    use crate::types::Vote;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(
+            openraft::vote::leader_id_adv::LeaderId::new_committed(1, 1),
+            index,
+        )
+    }
+
+    fn request(index: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(index)),
+            leader_commit: None,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Drives a pipe over `n` requests whose replies take longer the
+    /// earlier they were sent (so they complete in reverse order); request
+    /// `fail` (if any) fails. Returns the results and the most replies that
+    /// were in flight at once.
+    async fn drive(n: u64, fail: Option<u64>, cut: Option<u64>) -> (Vec<Option<u64>>, usize) {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let input = futures::stream::iter((0..n).map(request));
+        let mut pipe = Pipe::new(input);
+        let mut results = Vec::new();
+        loop {
+            let next = pipe
+                .next(|rpc| {
+                    let index = rpc.prev_log_id.expect("set").index;
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    let in_flight = in_flight.clone();
+                    let reply: AppendFuture = Box::pin(async move {
+                        tokio::time::sleep(Duration::from_millis(20 - index)).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        if Some(index) == fail {
+                            let error = openraft::error::Unreachable::from_string("down");
+                            return Err(RPCError::Unreachable(error));
+                        }
+                        Ok(Ok(Some(log_id(index))))
+                    });
+                    (reply, Some(index) != cut)
+                })
+                .await;
+            match next {
+                None => break,
+                Some(Ok(Ok(matched))) => results.push(matched.map(|id| id.index)),
+                Some(_) => results.push(None),
+            }
+        }
+        (results, most.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_pipe_sends_ahead_and_answers_in_order() {
+        let (results, most) = drive(6, None, None).await;
+        assert_eq!(results, (0..6).map(Some).collect::<Vec<_>>());
+        // The first went alone, the other five together.
+        assert_eq!(most, 5);
+    }
+
+    #[tokio::test]
+    async fn a_pipe_ends_at_its_first_failure() {
+        let (results, _) = drive(6, Some(3), None).await;
+        assert_eq!(results, vec![Some(0), Some(1), Some(2), None]);
+    }
+
+    #[tokio::test]
+    async fn a_request_cut_short_is_the_last_one_sent() {
+        let (results, _) = drive(6, None, Some(2)).await;
+        assert_eq!(results, vec![Some(0), Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn garbage_payloads_are_refused() {
+        assert!(unframe(&[]).is_err());
+        assert!(unframe(&[0; HEADER_BYTES - 1]).is_err());
+        let mut junk = frame(1, 2, &[0xff; 40]);
+        assert!(unframe(&junk).is_err());
+        junk.truncate(HEADER_BYTES);
+        // An empty protobuf is a request without a vote: refused too.
+        assert!(unframe(&junk).is_err());
+    }
+
+    #[test]
+    fn session_ids_grow() {
+        let ids = SessionIds::new();
+        let a = ids.next();
+        assert!(ids.next() > a);
+        assert!(SessionIds::new().next() > a);
+    }
+}
