@@ -718,14 +718,13 @@ impl RaftService {
         let (session, seq, rpc) = pipeline::unframe(&req.payload).map_err(|e| refuse(&req, &e))?;
         check_vote(&req, sender, &rpc.vote)?;
         let sent = std::time::Instant::now();
-        let last = pipeline::last_log_id(&rpc);
         let raft = self.raft()?;
-        let outcome = self
+        let response = self
             .inner
             .sessions
             .append(&raft, sender, session, seq, rpc)
-            .await?;
-        let response = pipeline::response(outcome.map_err(fatal_failure)?, last);
+            .await?
+            .map_err(raft_failure)?;
         self.answered_append(&response, sent);
         Ok(Bytes::from(codec::encode_append_response(&response)))
     }

@@ -25,37 +25,37 @@
 //! Each unary request is its own QUIC stream, and the streams of one
 //! connection are handled concurrently, so they may reach the handler out
 //! of order. The follower keeps one [`Session`] per sending node: requests
-//! wait (at most [`EARLY_MAX`] of them) until every earlier `seq` of their
-//! session has been handed on, and are then fed, in order, to
-//! `Raft::stream_append`, whose results come back in the same order and go
-//! to the waiting handlers. A newer session of the sender replaces the
-//! current one (its waiting requests fail); an older one is refused,
-//! unless the current one has been idle for [`STALE_AFTER`] (a sender that
-//! restarted with a clock behind its previous run). A session ends at its
-//! first failure (a conflict, a higher vote): its later requests fail and
-//! the leader starts a new session.
+//! wait (at most [`EARLY_MAX`] of them, for at most [`ORDER_WAIT_MAX`])
+//! until every earlier `seq` of their session has been handed on, and are
+//! then handed to the local Raft in order ([`submit`]); each handler awaits
+//! its own request's response, with no task in between. A newer session of
+//! the sender replaces the current one (its waiting requests fail); an
+//! older one is refused, unless the current one has been idle for
+//! [`STALE_AFTER`] (a sender that restarted with a clock behind its
+//! previous run).
 //!
 //! A failure is a retryable transport error on the leader's side (a
 //! `RemoteError` with code `Timeout`, mapped to `RPCError::Network`), and
 //! ends the leader's stream at the first failed request; openraft then
 //! starts a new session from what the follower acknowledged.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use openraft::base::BoxFuture;
-use openraft::error::{Fatal, RPCError};
+use openraft::error::{RPCError, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendResult};
 use shoal_transport::{ErrorCode, RemoteError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::Raft;
 use crate::codec::{self, DecodeError};
-use crate::types::{LogId, NodeId, TypeConfig};
+use crate::types::{NodeId, TypeConfig};
 
 /// Most AppendEntries one leader keeps in flight to one follower.
 pub(crate) const IN_FLIGHT_MAX: usize = 16;
@@ -68,15 +68,12 @@ pub(crate) const EARLY_MAX: u64 = 64;
 /// session id of the same sender may replace it.
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(2);
 
-/// The longest a request waits for its result on the follower (earlier
-/// requests that never arrive, a Raft that never answers).
-const RESULT_WAIT_MAX: Duration = Duration::from_secs(30);
+/// The longest a request waits on the follower for the requests before it
+/// (which may never arrive: the connection that carried them died).
+const ORDER_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// Bytes before the request: session and sequence number.
 pub(crate) const HEADER_BYTES: usize = 16;
-
-/// A request's result as the follower's Raft gives it.
-type Outcome = Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>;
 
 /// Mints session ids: increasing for this process, and starting at the
 /// clock so that a restarted node's sessions are newer than its last run's.
@@ -122,27 +119,6 @@ pub(crate) fn unframe(
     let number = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().expect("8 bytes"));
     let request = codec::decode_append_request(request)?;
     Ok((number(session), number(seq), request))
-}
-
-/// The last log id an AppendEntries covers: its last entry's, or its
-/// `prev_log_id` when it has none.
-pub(crate) fn last_log_id(rpc: &AppendEntriesRequest<TypeConfig>) -> Option<LogId> {
-    rpc.entries
-        .last()
-        .map(|entry| entry.log_id)
-        .or(rpc.prev_log_id)
-}
-
-/// The follower's answer for the wire.
-pub(crate) fn response(
-    result: StreamAppendResult<TypeConfig>,
-    last: Option<LogId>,
-) -> AppendEntriesResponse<TypeConfig> {
-    match result {
-        Ok(matched) if matched == last => AppendEntriesResponse::Success,
-        Ok(matched) => AppendEntriesResponse::PartialSuccess(matched),
-        Err(error) => AppendEntriesResponse::from(Err(error)),
-    }
 }
 
 /// A failure the leader retries with a new session.
@@ -229,25 +205,19 @@ pub(crate) struct Sessions {
     by_sender: Mutex<HashMap<NodeId, Session>>,
 }
 
+/// A request handed to the follower's Raft: the future of its response.
+pub(crate) type Submitted =
+    BoxFuture<'static, Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>>;
+
 /// One sender's current session on the follower.
 struct Session {
     id: u64,
     /// The next sequence number to hand to Raft.
     next_seq: u64,
     last_request: Instant,
-    /// Requests waiting for an earlier one, by sequence number.
-    early: BTreeMap<u64, (AppendEntriesRequest<TypeConfig>, oneshot::Sender<Outcome>)>,
-    /// The session task's input, in order.
-    input: mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>,
-    /// The handlers waiting for results, in the order of `input`.
-    waiting: Arc<Mutex<Waiting>>,
-}
-
-#[derive(Default)]
-struct Waiting {
-    /// The results stream ended: nothing more will be answered.
-    ended: bool,
-    replies: VecDeque<oneshot::Sender<Outcome>>,
+    /// Requests waiting for an earlier one, by sequence number, with where
+    /// to send their submitted futures.
+    early: BTreeMap<u64, (AppendEntriesRequest<TypeConfig>, oneshot::Sender<Submitted>)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -257,46 +227,42 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Hands `request` to `raft` now: `Raft::append_entries` queues it to the
+/// Raft core when first polled — on a bounded channel whose waiting
+/// senders are served first come, first served — so polling each request
+/// once, in order, queues them in order. The caller awaits the returned
+/// future for the response.
+///
+/// Should the core ever take them out of order, a request arriving before
+/// the one it follows is answered `Conflict`, which only makes the leader
+/// start over from what this node acknowledged.
+fn submit(raft: &Raft, request: AppendEntriesRequest<TypeConfig>) -> Submitted {
+    let raft = raft.clone();
+    let mut submitted: Submitted = Box::pin(async move { raft.append_entries(request).await });
+    let mut queued = Context::from_waker(futures::task::noop_waker_ref());
+    match submitted.as_mut().poll(&mut queued) {
+        Poll::Ready(response) => Box::pin(std::future::ready(response)),
+        Poll::Pending => submitted,
+    }
+}
+
 impl Session {
-    /// A session feeding `raft.stream_append` from a task of its own.
-    fn start(raft: &Raft, id: u64, now: Instant) -> Session {
-        let (input, mut requests) = mpsc::unbounded_channel();
-        let waiting = Arc::new(Mutex::new(Waiting::default()));
-        let results =
-            raft.stream_append(futures::stream::poll_fn(move |cx| requests.poll_recv(cx)));
-        let answers = waiting.clone();
-        tokio::spawn(async move {
-            let mut results = std::pin::pin!(results);
-            while let Some(result) = results.next().await {
-                let Some(reply) = lock(&answers).replies.pop_front() else {
-                    break;
-                };
-                let _ = reply.send(result);
-            }
-            let mut answers = lock(&answers);
-            answers.ended = true;
-            answers.replies.clear();
-        });
+    fn new(id: u64, now: Instant) -> Session {
         Session {
             id,
             // Request 0 went alone, as a plain append.
             next_seq: 1,
             last_request: now,
             early: BTreeMap::new(),
-            input,
-            waiting,
         }
     }
 
-    /// Hands every request that is next in order to the session task.
-    fn feed(&mut self) {
+    /// Submits every request that is next in order.
+    fn feed(&mut self, raft: &Raft) {
         while let Some((request, reply)) = self.early.remove(&self.next_seq) {
             self.next_seq += 1;
-            let mut waiting = lock(&self.waiting);
-            // An ended session drops `reply`: its handler fails.
-            if !waiting.ended && self.input.send(request).is_ok() {
-                waiting.replies.push_back(reply);
-            }
+            // A handler that went away drops its request's response.
+            let _ = reply.send(submit(raft, request));
         }
     }
 }
@@ -308,7 +274,7 @@ impl Sessions {
     }
 
     /// Hands request `seq` of `session` from `sender` to `raft` in order
-    /// and waits for its result.
+    /// and waits for its response.
     pub(crate) async fn append(
         &self,
         raft: &Raft,
@@ -316,8 +282,8 @@ impl Sessions {
         session: u64,
         seq: u64,
         request: AppendEntriesRequest<TypeConfig>,
-    ) -> Result<Outcome, RemoteError> {
-        let result = {
+    ) -> Result<Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>, RemoteError> {
+        let submitted = {
             let mut sessions = lock(&self.by_sender);
             let now = Instant::now();
             let replace = match sessions.get(&sender) {
@@ -329,7 +295,7 @@ impl Sessions {
                 }
             };
             if replace {
-                sessions.insert(sender, Session::start(raft, session, now));
+                sessions.insert(sender, Session::new(session, now));
             }
             let current = sessions.get_mut(&sender).expect("inserted above");
             if current.id != session {
@@ -351,21 +317,27 @@ impl Sessions {
                     current.next_seq
                 )));
             }
-            let (reply, result) = oneshot::channel();
+            let (reply, submitted) = oneshot::channel();
             current.early.insert(seq, (request, reply));
-            current.feed();
-            result
+            current.feed(raft);
+            submitted
         };
-        match tokio::time::timeout(RESULT_WAIT_MAX, result).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(_)) => Err(retry(format!(
-                "append session {session} of node {sender} ended before request {seq}"
-            ))),
-            Err(_) => Err(retry(format!(
-                "append {seq} of session {session} of node {sender} got no result in \
-                 {RESULT_WAIT_MAX:?}"
-            ))),
-        }
+        let submitted = match tokio::time::timeout(ORDER_WAIT_MAX, submitted).await {
+            Ok(Ok(submitted)) => submitted,
+            Ok(Err(_)) => {
+                return Err(retry(format!(
+                    "append session {session} of node {sender} was replaced before \
+                     request {seq} could follow on"
+                )));
+            }
+            Err(_) => {
+                return Err(retry(format!(
+                    "append {seq} of session {session} of node {sender}: the requests \
+                     before it did not arrive in {ORDER_WAIT_MAX:?}"
+                )));
+            }
+        };
+        Ok(submitted.await)
     }
 }
 
@@ -373,11 +345,12 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
     use openraft::vote::RaftLeaderIdExt as _;
 
-    use crate::types::Vote;
+    use crate::types::{LogId, Vote};
 
     fn log_id(index: u64) -> LogId {
         LogId::new(
