@@ -24,6 +24,11 @@
 //!   Each sample is one failover of a fresh cluster; the cluster start and
 //!   stop are not timed. After each variant a line on stderr splits the
 //!   median failover into its phases, as seen from the calling survivor.
+//! - `failover_kill9/defaults/<who>`: the same with three real `shoal run`
+//!   processes (default settings, the binary built with the benchmark) and
+//!   a real crash: the owner is SIGKILLed (`kill -9`), so the others see it
+//!   go silent rather than close its connections; the call goes through a
+//!   survivor with a CLI client certificate (`shoal::server::Client`).
 //!
 //! Run: `cargo bench --bench cluster` (add `-- --quick` for a smoke run,
 //! `-- failover` for the failover figures alone).
@@ -57,11 +62,12 @@ fn runtime() -> Runtime {
 /// nodes that own shards (`shoal_raft::placement_score`, ties to the lower
 /// id).
 fn owner_among(node: &Node, entity_id: &str, placement: &[u64]) -> u64 {
-    let shard = shard_of(
-        ShardGroup::DEFAULT,
-        entity_id,
-        node.config().shards_per_group(),
-    );
+    owner_in(node.config().shards_per_group(), entity_id, placement)
+}
+
+/// [`owner_among`] given the shards per group.
+fn owner_in(shards_per_group: u32, entity_id: &str, placement: &[u64]) -> u64 {
+    let shard = shard_of(ShardGroup::DEFAULT, entity_id, shards_per_group);
     let mut best: Option<(u64, u64)> = None;
     for &id in placement {
         let score = shoal_raft::placement_score(shard, id);
@@ -510,5 +516,196 @@ fn failover(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forwarded_rpc, failover);
+/// The `shoal` binary, for the `kill -9` failovers.
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// Three `shoal run` processes with default settings, on loopback, sharing
+/// one CA directory; killed (SIGKILL) when dropped.
+struct Processes {
+    dir: TempDir,
+    addrs: BTreeMap<u64, SocketAddr>,
+    children: BTreeMap<u64, std::process::Child>,
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Processes {
+    fn start() -> Processes {
+        // Hold every socket until all ports are picked, so they differ.
+        let sockets: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("port"))
+            .collect();
+        let addrs: BTreeMap<u64, SocketAddr> = (1..=3u64)
+            .zip(&sockets)
+            .map(|(id, s)| (id, s.local_addr().expect("address")))
+            .collect();
+        drop(sockets);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let peers = addrs
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let children = addrs
+            .keys()
+            .map(|&id| {
+                let child = std::process::Command::new(SHOAL)
+                    .args(["run", "--id", &id.to_string(), "--peers", &peers])
+                    .arg("--data")
+                    .arg(dir.path().join(format!("n{id}")))
+                    .arg("--ca-dir")
+                    .arg(dir.path().join("certs"))
+                    .env("RUST_LOG", "error")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn shoal run");
+                (id, child)
+            })
+            .collect();
+        Processes {
+            dir,
+            addrs,
+            children,
+        }
+    }
+
+    /// A client of node `id` with a certificate of the cluster's CA (which
+    /// the nodes create on their first start).
+    async fn client(&self, id: u64) -> shoal::server::Client {
+        let certs = self.dir.path().join("certs");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ca = loop {
+            if let Ok(ca) = Ca::load(&certs.join("ca.pem"), &certs.join("ca.key")) {
+                break ca;
+            }
+            assert!(Instant::now() < deadline, "no CA");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let identity = ca
+            .issue_client("bench", Validity::days(1))
+            .expect("client identity");
+        shoal::server::Client::new(identity, self.addrs[&id]).expect("client")
+    }
+
+    fn kill9(&mut self, id: u64) {
+        let mut child = self.children.remove(&id).expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+}
+
+/// One `kill -9` failover: three fresh `shoal run` processes; the owner of
+/// a counter (the leader or not) is SIGKILLed, and the time to the first
+/// successful call on it through a survivor is returned.
+async fn failover_kill9_once(kill_leader: bool) -> Duration {
+    let mut processes = Processes::start();
+    let mut clients = BTreeMap::new();
+    for &id in processes.addrs.keys() {
+        clients.insert(id, processes.client(id).await);
+    }
+    // Converged: one leader and one placement seen by all, on all three.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (leader, shards_per_group) = loop {
+        let mut statuses = Vec::new();
+        for client in clients.values() {
+            if let Ok(status) = client.status().await {
+                statuses.push(status);
+            }
+        }
+        let agreed = statuses.len() == 3
+            && statuses.iter().all(|s| {
+                s.leader.is_some()
+                    && s.leader == statuses[0].leader
+                    && s.generation == statuses[0].generation
+                    && s.members.len() == 3
+                    && s.members.iter().all(|m| m.state == "up" && m.shards > 0)
+            });
+        if agreed {
+            break (
+                statuses[0].leader.expect("leader"),
+                statuses[0].shards_per_group,
+            );
+        }
+        assert!(Instant::now() < deadline, "the processes did not converge");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let victim = if kill_leader {
+        leader
+    } else {
+        *processes
+            .addrs
+            .keys()
+            .find(|&&id| id != leader)
+            .expect("a follower")
+    };
+    let survivors: Vec<u64> = processes
+        .addrs
+        .keys()
+        .copied()
+        .filter(|&id| id != victim)
+        .collect();
+    let (via, heir) = (survivors[0], survivors[1]);
+    let entity = (0..)
+        .map(|i| format!("kill9-{i}"))
+        .find(|id| {
+            owner_in(shards_per_group, id, &[1, 2, 3]) == victim
+                && owner_in(shards_per_group, id, &survivors) == heir
+        })
+        .expect("an entity of the victim");
+    let client = &clients[&via];
+    let added = client
+        .call::<Counter, _, _>(&entity, CounterAdd, 1)
+        .await
+        .expect("call");
+    assert_eq!(added, Ok(1));
+
+    let began = Instant::now();
+    processes.kill9(victim);
+    loop {
+        match client.call::<Counter, _, _>(&entity, CounterGet, ()).await {
+            Ok(value) => {
+                assert_eq!(value, 1, "the state survived");
+                break;
+            }
+            Err(_) => {
+                assert!(began.elapsed() < Duration::from_secs(60), "no failover");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    let served = began.elapsed();
+    for client in clients.values() {
+        client.shutdown().await;
+    }
+    served
+}
+
+/// `failover_kill9/defaults/<who>`: [`failover_kill9_once`] per sample.
+fn failover_kill9(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("failover_kill9");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    for (kill_leader, who) in [(false, "follower_owner"), (true, "leader_owner")] {
+        group.bench_function(format!("defaults/{who}"), |b| {
+            b.to_async(&rt).iter_custom(|iters| async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += failover_kill9_once(kill_leader).await;
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forwarded_rpc, failover, failover_kill9);
 criterion_main!(benches);
