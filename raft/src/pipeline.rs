@@ -258,11 +258,11 @@ impl Session {
     }
 
     /// Submits every request that is next in order.
-    fn feed(&mut self, raft: &Raft) {
+    fn feed(&mut self, submit: &mut impl FnMut(AppendEntriesRequest<TypeConfig>) -> Submitted) {
         while let Some((request, reply)) = self.early.remove(&self.next_seq) {
             self.next_seq += 1;
             // A handler that went away drops its request's response.
-            let _ = reply.send(submit(raft, request));
+            let _ = reply.send(submit(request));
         }
     }
 }
@@ -278,6 +278,25 @@ impl Sessions {
     pub(crate) async fn append(
         &self,
         raft: &Raft,
+        sender: NodeId,
+        session: u64,
+        seq: u64,
+        request: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>, RemoteError> {
+        self.append_with(
+            |request| submit(raft, request),
+            sender,
+            session,
+            seq,
+            request,
+        )
+        .await
+    }
+
+    /// [`append`](Self::append), handing requests on with `submit`.
+    async fn append_with(
+        &self,
+        mut submit: impl FnMut(AppendEntriesRequest<TypeConfig>) -> Submitted,
         sender: NodeId,
         session: u64,
         seq: u64,
@@ -319,7 +338,7 @@ impl Sessions {
             }
             let (reply, submitted) = oneshot::channel();
             current.early.insert(seq, (request, reply));
-            current.feed(raft);
+            current.feed(&mut submit);
             submitted
         };
         let submitted = match tokio::time::timeout(ORDER_WAIT_MAX, submitted).await {
@@ -424,6 +443,114 @@ mod tests {
     async fn a_request_cut_short_is_the_last_one_sent() {
         let (results, _) = drive(6, None, Some(2)).await;
         assert_eq!(results, vec![Some(0), Some(1), Some(2)]);
+    }
+
+    /// A follower-side harness: `Sessions` whose submissions are recorded
+    /// (by the request's `prev_log_id` index) and answered at once.
+    struct Follower {
+        sessions: Arc<Sessions>,
+        submitted: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Follower {
+        fn new() -> Self {
+            Follower {
+                sessions: Arc::new(Sessions::default()),
+                submitted: Arc::default(),
+            }
+        }
+
+        /// Sends request `seq` of `session` (its `prev_log_id` index is
+        /// `seq`) from node 1 in a task of its own.
+        fn send(
+            &self,
+            session: u64,
+            seq: u64,
+        ) -> tokio::task::JoinHandle<Result<AppendEntriesResponse<TypeConfig>, RemoteError>>
+        {
+            let sessions = self.sessions.clone();
+            let submitted = self.submitted.clone();
+            tokio::spawn(async move {
+                let submit = |request: AppendEntriesRequest<TypeConfig>| -> Submitted {
+                    let index = request.prev_log_id.expect("set").index;
+                    lock(&submitted).push(index);
+                    Box::pin(std::future::ready(Ok(AppendEntriesResponse::Success)))
+                };
+                let response = sessions
+                    .append_with(submit, 1, session, seq, request(seq))
+                    .await?;
+                Ok(response.expect("answered"))
+            })
+        }
+
+        fn submitted(&self) -> Vec<u64> {
+            lock(&self.submitted).clone()
+        }
+    }
+
+    /// Lets spawned tasks run up to their next wait.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_hands_requests_on_in_sequence_order() {
+        let follower = Follower::new();
+        let late = [follower.send(7, 3), follower.send(7, 2)];
+        settle().await;
+        assert!(follower.submitted().is_empty(), "1 has not arrived");
+        let first = follower.send(7, 1);
+        for handler in std::iter::once(first).chain(late) {
+            assert_eq!(
+                handler.await.expect("task"),
+                Ok(AppendEntriesResponse::Success)
+            );
+        }
+        assert_eq!(follower.submitted(), vec![1, 2, 3]);
+        // Once in order, a request goes straight on.
+        let next = follower.send(7, 4).await.expect("task");
+        assert_eq!(next, Ok(AppendEntriesResponse::Success));
+        assert_eq!(follower.submitted(), vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_newer_session_replaces_the_waiting_one_and_an_older_is_refused() {
+        let follower = Follower::new();
+        // Session 7 waits for its request 1, which never comes.
+        let stranded = follower.send(7, 2);
+        settle().await;
+        let newer = follower.send(8, 1).await.expect("task");
+        assert_eq!(newer, Ok(AppendEntriesResponse::Success));
+        let stranded = stranded.await.expect("task");
+        assert!(
+            stranded
+                .as_ref()
+                .is_err_and(|e| e.code == ErrorCode::Timeout),
+            "{stranded:?}"
+        );
+        // Session 7 is older than the current one (8, not idle): refused.
+        let older = follower.send(7, 1).await.expect("task");
+        assert!(older.is_err(), "{older:?}");
+        assert_eq!(follower.submitted(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn duplicates_and_requests_too_far_ahead_are_refused() {
+        let follower = Follower::new();
+        assert!(follower.send(9, 1).await.expect("task").is_ok());
+        // Request 1 again.
+        assert!(follower.send(9, 1).await.expect("task").is_err());
+        // 64 past the next one in order (2).
+        assert!(
+            follower
+                .send(9, 2 + EARLY_MAX)
+                .await
+                .expect("task")
+                .is_err()
+        );
+        assert_eq!(follower.submitted(), vec![1]);
     }
 
     #[test]
