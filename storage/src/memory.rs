@@ -21,7 +21,7 @@ use crate::engine::{self, KvRead, KvWrite, Visit};
 use crate::error::{Error, Result};
 use crate::keys::Table;
 use crate::snapshot::{self, ChunkStream, Decoder, ShardRange, SnapshotInfo};
-use crate::storage::{Durability, Storage};
+use crate::storage::Storage;
 use crate::types::{
     DeadLetter, DeferredValue, EntityKey, Epoch, JournalEntry, Message, MetaKey, RequestId,
     ShardId, ShardScope, Timer, Timestamp,
@@ -268,16 +268,6 @@ impl Storage for MemoryStorage {
         batches: Vec<WriteBatch>,
         meta: Option<(MetaKey, Bytes)>,
     ) -> Result<Vec<Result<CommitOutcome>>> {
-        self.commit_group_now(&batches, meta.as_ref())
-    }
-
-    async fn commit_group_with(
-        &self,
-        batches: Vec<WriteBatch>,
-        meta: Option<(MetaKey, Bytes)>,
-        _durability: Durability,
-    ) -> Result<Vec<Result<CommitOutcome>>> {
-        // Nothing here outlives the process: every durability is the same.
         self.commit_group_now(&batches, meta.as_ref())
     }
 
