@@ -128,7 +128,7 @@ pub use self::config::{
 use self::file::engine_error;
 pub use self::file::{FORMAT_VERSION, MAGIC};
 use self::kv::ReadKv;
-use self::writer::{Command, Job, Transactions, Writer};
+use self::writer::{Command, Job, Pending, Transactions, Writer};
 use crate::batch::{CommitOutcome, WriteBatch};
 use crate::engine;
 use crate::error::{Error, Result};
@@ -202,7 +202,7 @@ impl RedbStorage {
             batches_max: config.group_commit_batches_max(),
             bytes_max: config.group_commit_bytes_max(),
             wait_max: config.group_commit_wait_max(),
-            deferred_max: config.deferred_durability_max(),
+            pending: Pending::new(config.deferred_durability_max()),
         };
         let handle = std::thread::Builder::new()
             .name("shoal-storage-writer".to_owned())

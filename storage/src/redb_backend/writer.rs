@@ -89,26 +89,42 @@ pub(crate) struct Writer {
     pub(crate) batches_max: usize,
     pub(crate) bytes_max: usize,
     pub(crate) wait_max: Duration,
-    /// Longest a deferred group stays non-durable (zero: never deferred).
-    pub(crate) deferred_max: Duration,
+    pub(crate) pending: Pending,
 }
 
-/// Since when the file holds commits that are not durable yet (`None`:
-/// everything committed is durable).
-#[derive(Debug, Default)]
+/// The writer's record of commits that are not durable yet, and the bound
+/// on how long they may stay so.
+#[derive(Debug)]
 pub(crate) struct Pending {
+    /// Longest a deferred group stays non-durable (zero: never deferred).
+    max: Duration,
+    /// Since when the file holds non-durable commits (`None`: everything
+    /// committed is durable).
     since: Option<Instant>,
 }
 
 impl Pending {
-    /// When the pending commits must be durable, given the bound.
-    fn deadline(&self, max: Duration) -> Option<Instant> {
-        self.since.map(|since| since + max)
+    pub(crate) fn new(max: Duration) -> Self {
+        Pending { max, since: None }
     }
 
-    fn overdue(&self, max: Duration) -> bool {
-        self.deadline(max)
-            .is_some_and(|deadline| Instant::now() >= deadline)
+    /// When the pending commits must be durable.
+    fn deadline(&self) -> Option<Instant> {
+        self.since.map(|since| since + self.max)
+    }
+
+    /// How to commit a transaction asked for with `requested`: a deferred
+    /// one with redb's `Durability::None`, unless the oldest non-durable
+    /// commit is already `max` old (or the bound is zero) — then durably,
+    /// which makes everything before it durable too.
+    fn durability(&self, requested: crate::Durability) -> Durability {
+        let overdue = self
+            .deadline()
+            .is_some_and(|deadline| Instant::now() >= deadline);
+        match requested {
+            crate::Durability::Deferred if !self.max.is_zero() && !overdue => Durability::None,
+            _ => Durability::Immediate,
+        }
     }
 
     fn committed(&mut self, durability: Durability) {
@@ -121,34 +137,24 @@ impl Pending {
     }
 }
 
-/// What an exclusive [`Job`] commits through: the database and the
-/// writer's record of non-durable commits.
+/// What the writer commits through (its own group commits and syncs, and
+/// every exclusive [`Job`]): the database and the writer's record of
+/// non-durable commits.
 pub(crate) struct Transactions<'a> {
     db: &'a redb::Database,
     pending: &'a mut Pending,
-    deferred_max: Duration,
 }
 
 impl Transactions<'_> {
-    /// [`guarded_write_transaction`] with the requested durability: a
-    /// deferred one commits with redb's `Durability::None` unless the
-    /// oldest non-durable commit is already `deferred_max` old (or the
-    /// bound is zero), in which case it commits durably and so makes
-    /// everything before it durable too.
+    /// [`guarded_write_transaction`] with the requested durability, as
+    /// [`Pending::durability`] resolves it, keeping [`Pending`] up to date.
     pub(crate) fn write<T>(
         &mut self,
         context: &'static str,
         durability: crate::Durability,
         work: impl FnOnce(&mut WriteKv<'_>) -> Result<T>,
     ) -> Result<T> {
-        let durability = match durability {
-            crate::Durability::Deferred
-                if !self.deferred_max.is_zero() && !self.pending.overdue(self.deferred_max) =>
-            {
-                Durability::None
-            }
-            _ => Durability::Immediate,
-        };
+        let durability = self.pending.durability(durability);
         let result = guarded_write_transaction(self.db, context, durability, work);
         if result.is_ok() {
             self.pending.committed(durability);
@@ -211,12 +217,11 @@ impl Writer {
     /// makes every deferred group durable.
     pub(crate) fn run(mut self) {
         let mut group = Group::default();
-        let mut pending = Pending::default();
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         // The previous group's size and commit time drive the gather wait.
         let mut last_len = 0usize;
         let mut last_commit = Duration::ZERO;
-        while let Some(first) = self.next_command(&mut pending, &waker) {
+        while let Some(first) = self.next_command(&waker) {
             group.push(first);
             let mut open = self.drain(&mut group);
             // Callers answered by the previous commit are usually just about
@@ -240,18 +245,14 @@ impl Writer {
             if !group.commits.is_empty() {
                 last_len = group.commits.len();
                 let started = Instant::now();
-                self.commit_group(&mut group.commits, &mut pending);
+                self.commit_group(&mut group.commits);
                 last_commit = started.elapsed();
             }
             if let Some(job) = group.exclusive.take() {
-                job(&mut Transactions {
-                    db: &self.db,
-                    pending: &mut pending,
-                    deferred_max: self.deferred_max,
-                });
+                job(&mut self.transactions());
             }
             if !group.flushes.is_empty() {
-                let synced = self.sync(&mut pending);
+                let synced = self.sync();
                 for flush in group.flushes.drain(..) {
                     let _ =
                         flush.send(synced.as_ref().map(|_| ()).map_err(|error| Error::Backend {
@@ -259,24 +260,24 @@ impl Writer {
                             source: error.to_string().into(),
                         }));
                 }
-            } else if pending.overdue(self.deferred_max) {
-                self.sync_or_log(&mut pending);
             }
             group.bytes = 0;
         }
-        self.sync_or_log(&mut pending);
+        self.sync_or_log();
         tracing::debug!("storage writer stopped: every handle is gone");
     }
 
     /// The next command; `None` once every sender is gone and the queue is
     /// drained. While commits are pending durability, waits only until
-    /// their deadline, then makes them durable and waits on.
-    fn next_command(&mut self, pending: &mut Pending, waker: &Waker) -> Option<Command> {
-        while let Some(deadline) = pending.deadline(self.deferred_max) {
+    /// their deadline (not at all once it passed), then makes them durable
+    /// and waits on. A command already queued is taken first: whatever it
+    /// commits is durable, or made so by [`Pending::durability`].
+    fn next_command(&mut self, waker: &Waker) -> Option<Command> {
+        while let Some(deadline) = self.pending.deadline() {
             match self.recv_until(deadline, waker) {
                 Received::Command(command) => return Some(command),
                 Received::Closed => return None,
-                Received::TimedOut => self.sync_or_log(pending),
+                Received::TimedOut => self.sync_or_log(),
             }
         }
         self.commands.blocking_recv()
@@ -300,28 +301,32 @@ impl Writer {
         }
     }
 
+    fn transactions(&mut self) -> Transactions<'_> {
+        Transactions {
+            db: &self.db,
+            pending: &mut self.pending,
+        }
+    }
+
     /// Makes every non-durable commit durable: an empty transaction with
     /// immediate durability (redb persists everything committed before it).
-    fn sync(&self, pending: &mut Pending) -> Result<()> {
-        if pending.since.is_none() {
+    fn sync(&mut self) -> Result<()> {
+        if self.pending.since.is_none() {
             return Ok(());
         }
-        guarded_write_transaction(
-            &self.db,
+        self.transactions().write(
             "making deferred commits durable",
-            Durability::Immediate,
+            crate::Durability::Immediate,
             |_| Ok(()),
-        )?;
-        pending.committed(Durability::Immediate);
-        Ok(())
+        )
     }
 
     /// [`sync`](Self::sync), logging a failure (retried at the next deadline).
-    fn sync_or_log(&self, pending: &mut Pending) {
-        if let Err(error) = self.sync(pending) {
+    fn sync_or_log(&mut self) {
+        if let Err(error) = self.sync() {
             tracing::error!(%error, "making deferred commits durable failed");
             // Try again a bound later, not in a busy loop.
-            pending.since = Some(Instant::now());
+            self.pending.since = Some(Instant::now());
         }
     }
 
@@ -346,7 +351,7 @@ impl Writer {
 
     /// Commits a group (durably, so every deferred commit before it becomes
     /// durable too) and answers its waiters; empties `commits`.
-    fn commit_group(&self, commits: &mut Vec<(WriteBatch, Waiter)>, pending: &mut Pending) {
+    fn commit_group(&mut self, commits: &mut Vec<(WriteBatch, Waiter)>) {
         let batches: Vec<&WriteBatch> = commits.iter().map(|(batch, _)| batch).collect();
         let results = match self.apply_in_one_transaction(&batches) {
             Ok(results) => results,
@@ -369,10 +374,6 @@ impl Writer {
             }
         };
         debug_assert_eq!(results.len(), commits.len());
-        // Any batch that committed committed durably, with what came before.
-        if results.iter().any(Result::is_ok) {
-            pending.committed(Durability::Immediate);
-        }
         for ((_, reply), result) in commits.drain(..).zip(results) {
             // The caller may have stopped waiting; its batch is committed anyway.
             let _ = reply.send(result);
@@ -381,34 +382,25 @@ impl Writer {
 
     /// Applies `batches` in order in one durable transaction. The outer error
     /// is fatal (the transaction was aborted); inner errors are per batch.
+    /// A panic inside the engine (a damaged file can cause one) fails the
+    /// group instead of killing the writer and stranding every waiter.
     fn apply_in_one_transaction(
-        &self,
+        &mut self,
         batches: &[&WriteBatch],
     ) -> Result<Vec<Result<CommitOutcome>>> {
-        // A panic inside the engine (a damaged file can cause one) fails the
-        // group instead of killing the writer and stranding every waiter.
-        panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(batches))).unwrap_or_else(
-            |_| {
-                Err(Error::Backend {
-                    context: "applying a group commit",
-                    source: "the storage engine panicked (damaged file?)".into(),
-                })
-            },
-        )
-    }
-
-    fn apply_unguarded(&self, batches: &[&WriteBatch]) -> Result<Vec<Result<CommitOutcome>>> {
-        in_write_transaction(&self.db, Durability::Immediate, |kv| {
-            let mut results = Vec::with_capacity(batches.len());
-            for batch in batches {
-                match engine::apply(kv, batch) {
-                    Ok(outcome) => results.push(Ok(outcome)),
-                    Err(error) if !error.is_fatal() => results.push(Err(error)),
-                    Err(error) => return Err(error),
+        let durable = crate::Durability::Immediate;
+        self.transactions()
+            .write("applying a group commit", durable, |kv| {
+                let mut results = Vec::with_capacity(batches.len());
+                for batch in batches {
+                    match engine::apply(kv, batch) {
+                        Ok(outcome) => results.push(Ok(outcome)),
+                        Err(error) if !error.is_fatal() => results.push(Err(error)),
+                        Err(error) => return Err(error),
+                    }
                 }
-            }
-            Ok(results)
-        })
+                Ok(results)
+            })
     }
 }
 
