@@ -5,15 +5,16 @@
 //! survives is a prefix of the commit order. Durable commits following
 //! regularly keep the file from growing.
 
-use std::io::{BufRead, BufReader, Write};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use shoal_storage::{
     Durability, EntityKey, Epoch, MetaKey, RedbConfig, RedbStorage, ShardId, Storage, WriteBatch,
 };
+
+use crate::child::{self, say};
 
 const DIR_ENV: &str = "SHOAL_STORAGE_DEFERRED_DIR";
 const MODE_ENV: &str = "SHOAL_STORAGE_DEFERRED_MODE";
@@ -105,12 +106,6 @@ async fn assert_prefix(storage: &RedbStorage, last: u64, after: u64) {
     }
 }
 
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("writes stdout");
-    out.flush().expect("flushes stdout");
-}
-
 /// The child side of the `kill -9` tests; does nothing unless started by
 /// one of them. Modes:
 /// - `stream` (bound 20 ms): deferred groups 1, 2, … in a loop, printing
@@ -155,34 +150,15 @@ async fn deferred_crash_child() {
 /// Runs the child in `mode` on `dir`, kills it (SIGKILL) at the first line
 /// `kill_at` accepts, and returns the lines it printed.
 fn run_and_kill(dir: &Path, mode: &str, kill_at: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "redb_deferred::deferred_crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DIR_ENV, dir)
-        .env(MODE_ENV, mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawns the child");
-    let stdout = child.stdout.take().expect("child stdout");
-    let mut lines = Vec::new();
-    let mut killed = false;
-    for line in BufReader::new(stdout).lines() {
-        // libtest may print `test … ` on the same line first.
-        let line = line.expect("reads child output");
-        let line = line.rsplit("... ").next().unwrap_or_default().to_owned();
-        if !killed && kill_at(&line) {
-            child.kill().expect("kill -9"); // SIGKILL on Unix
-            killed = true;
-        }
-        lines.push(line);
-    }
-    let status = child.wait().expect("reaps the child");
+    let child::Run {
+        lines,
+        killed,
+        status,
+    } = child::run_and_kill(
+        "redb_deferred::deferred_crash_child",
+        &[(DIR_ENV, dir.as_os_str()), (MODE_ENV, OsStr::new(mode))],
+        kill_at,
+    );
     assert!(killed, "the child ended ({status}) before the kill point");
     lines
 }

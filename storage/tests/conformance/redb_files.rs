@@ -2,9 +2,7 @@
 //! reopen (and after `kill -9` of a writing process), and every kind of bad
 //! file fails to open with a clear error naming the path — never a panic.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +12,8 @@ use shoal_storage::{
     EntityKey, Epoch, Error, Message, MetaKey, RedbConfig, RedbStorage, RequestId, ShardId,
     ShardRange, ShardScope, StepIndex, Storage, TimerId, TimerKey, Timestamp, WriteBatch,
 };
+
+use crate::child::{self, say};
 
 fn config(path: &Path) -> RedbConfig {
     RedbConfig::builder(path)
@@ -393,9 +393,7 @@ async fn crash_child() {
                 batch.put_state(&key, Bytes::from(n.to_be_bytes().to_vec()));
                 batch.ack(RequestId::new(u128::from(n)), Bytes::from_static(b"ok"));
                 storage.commit(batch).await.expect("child commits");
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "ACK {n}").expect("writes stdout");
-                out.flush().expect("flushes stdout");
+                say(&format!("ACK {n}"));
             }
         }));
     }
@@ -407,33 +405,24 @@ async fn crash_child() {
 #[tokio::test]
 async fn acknowledged_commits_survive_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "redb_files::crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CRASH_DIR_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawns the child");
-    let stdout = child.stdout.take().expect("child stdout");
-    let mut acked = Vec::new();
-    let mut killed = false;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("reads child output");
-        if let Some(n) = line.strip_prefix("ACK ") {
-            acked.push(n.parse::<u64>().expect("ack number"));
-        }
-        if !killed && acked.len() >= CRASH_ACKS_BEFORE_KILL {
-            child.kill().expect("kill -9"); // SIGKILL on Unix
-            killed = true;
-        }
-    }
-    let status = child.wait().expect("reaps the child");
+    let mut acks = 0;
+    let child::Run {
+        lines,
+        killed,
+        status,
+    } = child::run_and_kill(
+        "redb_files::crash_child",
+        &[(CRASH_DIR_ENV, dir.path().as_os_str())],
+        |line| {
+            acks += usize::from(line.starts_with("ACK "));
+            acks >= CRASH_ACKS_BEFORE_KILL
+        },
+    );
+    let acked: Vec<u64> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("ACK "))
+        .map(|n| n.parse::<u64>().expect("ack number"))
+        .collect();
     eprintln!("child {status} after {} acknowledged commits", acked.len());
     assert!(
         killed,
@@ -566,10 +555,7 @@ async fn import_crash_child() {
     }
     // Give the writer time to apply (and spill) what it was fed.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "HALF").expect("writes stdout");
-    out.flush().expect("flushes stdout");
-    drop(out);
+    say("HALF");
     tokio::time::sleep(Duration::from_secs(30)).await;
     drop((feed, import));
 }
@@ -619,29 +605,11 @@ async fn an_import_killed_half_way_leaves_the_old_data() {
     let old = export_all(&storage).await;
     storage.close().await.expect("closes");
 
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "redb_files::import_crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(IMPORT_DIR_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawns the child");
-    let stdout = child.stdout.take().expect("child stdout");
-    let mut killed = false;
-    for line in BufReader::new(stdout).lines() {
-        // libtest may print `test … ` on the same line first.
-        if line.expect("reads child output").ends_with("HALF") && !killed {
-            child.kill().expect("kill -9"); // SIGKILL on Unix
-            killed = true;
-        }
-    }
-    let status = child.wait().expect("reaps the child");
+    let child::Run { killed, status, .. } = child::run_and_kill(
+        "redb_files::import_crash_child",
+        &[(IMPORT_DIR_ENV, dir.path().as_os_str())],
+        |line| line.ends_with("HALF"),
+    );
     assert!(
         killed,
         "the child ended ({status}) before reaching half-way"
