@@ -182,7 +182,9 @@ impl RedbConfigBuilder {
     }
 
     /// Validates and returns the configuration: the path must be non-empty
-    /// and not end in `..`, every limit must be at least 1.
+    /// and not end in `..`, every count limit must be at least 1, and
+    /// `group_commit_wait_max` and `deferred_durability_max` must be within
+    /// their limits.
     pub fn build(self) -> Result<RedbConfig> {
         let config = self.config;
         let reject = |reason: String| Err(Error::Config { reason });
