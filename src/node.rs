@@ -85,7 +85,7 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     runtime: Arc<Runtime>,
     data_file: Option<PathBuf>,
     delivery: Mutex<Option<JoinHandle<()>>>,
@@ -99,7 +99,6 @@ pub(crate) struct Inner {
 struct Clustered {
     core: Arc<Core>,
     slot: Arc<crate::cluster::serve::Slot>,
-    service: shoal_raft::RaftService,
     /// Every singleton registered; each runs where its shard's owner is.
     singletons: Vec<Singleton>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -234,9 +233,9 @@ impl NodeBuilder {
     /// Opens the storage and starts the node. Must run inside a tokio
     /// runtime.
     pub async fn start(self) -> Result<Node, NodeError> {
-        let cluster_dir = match (&self.cluster, &self.storage) {
+        let cluster = match (self.cluster, &self.storage) {
             (None, _) => None,
-            (Some(_), StorageChoice::DataDir(dir)) => Some(dir.clone()),
+            (Some(config), StorageChoice::DataDir(dir)) => Some((config, dir.clone())),
             (Some(_), _) => {
                 return Err(NodeError::Cluster(
                     "a clustered node needs a data directory".into(),
@@ -271,11 +270,11 @@ impl NodeBuilder {
         let system = ActorSystem::builder()
             .build()
             .map_err(|_| NodeError::NoRuntime)?;
-        let started = match (&self.cluster, &cluster_dir) {
-            (Some(config), Some(dir)) => {
-                Some(crate::cluster::start::open(config, dir, storage.clone()).await?)
+        let started = match cluster {
+            Some((config, dir)) => {
+                Some(crate::cluster::start::open(config, &dir, storage.clone()).await?)
             }
-            _ => None,
+            None => None,
         };
         let writes = match &started {
             Some(started) => WritePath::replicated(storage.clone(), started.core.clone()),
@@ -326,7 +325,6 @@ impl NodeBuilder {
         let cluster = started.map(|started| Clustered {
             core: started.core,
             slot: started.slot,
-            service: started.service,
             singletons: self.singletons.clone(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -463,9 +461,9 @@ impl Node {
     }
 
     /// The node that owns entity `entity_id` of type `entity_type` as far
-    /// as this node knows: this node's id on a node that is not clustered
-    /// (`None` there too, as it has no id), `None` when the type is not
-    /// registered, the id invalid or the shard has no owner now.
+    /// as this node knows; `None` on a node that is not clustered (it has
+    /// no id), when the type is not registered, the id invalid or the
+    /// shard has no owner now.
     pub fn entity_owner(&self, entity_type: &str, entity_id: &str) -> Option<u64> {
         let cluster = self.inner.cluster.as_ref()?;
         let (_, key) = self.entity(entity_type, entity_id).ok()?;
@@ -653,7 +651,7 @@ impl Node {
             for task in lock(&cluster.tasks).drain(..) {
                 task.abort();
             }
-            cluster.service.stop();
+            cluster.core.service.stop();
             if let Err(error) = cluster.core.raft.shutdown().await {
                 tracing::warn!(%error, "raft did not shut down cleanly");
             }

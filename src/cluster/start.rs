@@ -25,7 +25,6 @@ pub const RAFT_LOG_FILE: &str = "raft-log.redb";
 /// What [`open`] started.
 pub(crate) struct Started {
     pub(crate) core: Arc<Core>,
-    pub(crate) service: RaftService,
     pub(crate) slot: Arc<Slot>,
 }
 
@@ -36,7 +35,7 @@ fn failed(what: &str, error: impl std::fmt::Display) -> NodeError {
 /// Binds the endpoint and starts the Raft node over `storage`, keeping the
 /// Raft files in `dir`.
 pub(crate) async fn open(
-    config: &ClusterConfig,
+    config: ClusterConfig,
     dir: &Path,
     storage: Arc<dyn Storage>,
 ) -> Result<Started, NodeError> {
@@ -71,7 +70,7 @@ pub(crate) async fn open(
     let state = state_machine.cluster();
     let network = Network::new(endpoint.clone(), NetworkConfig::default())
         .map_err(|e| failed("raft network", e))?;
-    let raft_config = raft_config(config)?;
+    let raft_config = raft_config(&config)?;
     let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
         .await
         .map_err(|e| failed("raft", e))?;
@@ -79,16 +78,12 @@ pub(crate) async fn open(
     let core = Arc::new(Core::new(
         config.node_id,
         raft,
-        service.clone(),
+        service,
         state,
         endpoint,
-        config.clone(),
+        config,
     ));
-    Ok(Started {
-        core,
-        service,
-        slot,
-    })
+    Ok(Started { core, slot })
 }
 
 /// The transport settings of a clustered node unless configured: the
