@@ -259,7 +259,7 @@ impl<E: Entity> EntityType<E> {
         op: Op,
     ) -> Result<Option<Bytes>, EntityError> {
         let Some(core) = self.runtime.writes.cluster() else {
-            return self.run_local(key, op.clone()).await;
+            return self.run_local(key, op).await;
         };
         let timeout = match op {
             Op::Call { .. } => FORWARDED_CALL_TIMEOUT,
@@ -1052,15 +1052,10 @@ impl<E: Entity> AnyEntityType for EntityType<E> {
 
     fn release(&self, lost: &dyn Fn(ShardId) -> bool) {
         for stripe in &self.active {
-            let released: Vec<Addr<EntityActor<E>>> = {
-                let mut active = lock(stripe);
-                let ids: Vec<String> = active
-                    .iter()
-                    .filter(|(id, _)| self.key(id).is_ok_and(|key| lost(key.shard())))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                ids.iter().filter_map(|id| active.remove(id)).collect()
-            };
+            let released: Vec<Addr<EntityActor<E>>> = lock(stripe)
+                .extract_if(|id, _| self.key(id).is_ok_and(|key| lost(key.shard())))
+                .map(|(_, addr)| addr)
+                .collect();
             for addr in released {
                 addr.stop();
             }
