@@ -253,17 +253,16 @@ impl CronJob {
 
     /// The scheduler singleton that runs this job.
     pub(crate) fn into_singleton(self) -> Singleton {
-        let job = Arc::new(self);
-        let mut singleton = singleton(format!("cron:{}", job.name)).build({
-            let job = job.clone();
-            move |ctx| {
-                let job = job.clone();
-                async move { job.run(ctx).await }
-            }
-        });
+        let name = format!("cron:{}", self.name);
         // In a cluster it runs where its cursor's shard is owned, so it
         // writes the cursor locally.
-        singleton.placement = job.name.as_str().into();
+        let placement = self.name.as_str().into();
+        let job = Arc::new(self);
+        let mut singleton = singleton(name).build(move |ctx| {
+            let job = job.clone();
+            async move { job.run(ctx).await }
+        });
+        singleton.placement = placement;
         singleton
     }
 
