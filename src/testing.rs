@@ -99,14 +99,20 @@ pub enum TestClusterError {
 
 type Configure = Arc<dyn Fn(NodeBuilder) -> NodeBuilder + Send + Sync>;
 
+/// Raft timings of every test node: quicker than a real cluster's defaults.
+const HEARTBEAT: Duration = Duration::from_millis(50);
+const ELECTION: (Duration, Duration) = (Duration::from_millis(300), Duration::from_millis(600));
+
+fn setup(error: impl fmt::Display) -> TestClusterError {
+    TestClusterError::Setup(error.to_string())
+}
+
 /// Builds a [`TestCluster`].
 pub struct TestClusterBuilder {
     nodes: usize,
     configure: Configure,
     wait: Duration,
     down_after: Duration,
-    heartbeat: Duration,
-    election: (Duration, Duration),
 }
 
 impl fmt::Debug for TestClusterBuilder {
@@ -153,34 +159,25 @@ impl TestClusterBuilder {
     /// Starts the nodes, waits for a leader and for every node to own its
     /// shards.
     pub async fn start(self) -> Result<TestCluster, TestClusterError> {
-        let setup = |e: &dyn fmt::Display| TestClusterError::Setup(e.to_string());
+        let initial = self.nodes as u64;
         let mut cluster = TestCluster {
-            ca: Ca::generate("shoal-test").map_err(|e| setup(&e))?,
+            ca: Ca::generate("shoal-test").map_err(setup)?,
             faults: NetFaults::new(0x5eed),
             configure: self.configure,
             wait: self.wait,
             down_after: self.down_after,
-            heartbeat: self.heartbeat,
-            election: self.election,
             dirs: BTreeMap::new(),
             addrs: BTreeMap::new(),
-            initial: BTreeMap::new(),
+            initial,
             nodes: BTreeMap::new(),
         };
-        for id in 1..=self.nodes as u64 {
-            let addr = free_port().map_err(|e| setup(&e))?;
-            cluster.addrs.insert(id, addr);
-            cluster.initial.insert(id, addr);
-            cluster
-                .dirs
-                .insert(id, tempfile::tempdir().map_err(|e| setup(&e))?);
+        for id in 1..=initial {
+            cluster.make_room(id)?;
         }
         // Concurrently: every initial member waits for the initialiser.
-        let starts: Vec<_> = (1..=self.nodes as u64)
-            .map(|id| cluster.start_node(id, false))
-            .collect();
+        let starts: Vec<_> = (1..=initial).map(|id| cluster.start_node(id)).collect();
         let started = futures::future::join_all(starts).await;
-        for (id, node) in (1..=self.nodes as u64).zip(started) {
+        for (id, node) in (1..=initial).zip(started) {
             cluster.nodes.insert(id, node?);
         }
         cluster.wait_converged().await?;
@@ -195,12 +192,11 @@ pub struct TestCluster {
     configure: Configure,
     wait: Duration,
     down_after: Duration,
-    heartbeat: Duration,
-    election: (Duration, Duration),
     dirs: BTreeMap<u64, TempDir>,
     addrs: BTreeMap<u64, SocketAddr>,
-    /// The initial members, every initial node's peer list.
-    initial: BTreeMap<u64, SocketAddr>,
+    /// Nodes `1..=initial` are the initial members (every one's peer list);
+    /// a later node joins.
+    initial: u64,
     nodes: BTreeMap<u64, Node>,
 }
 
@@ -226,22 +222,28 @@ impl TestCluster {
             configure: Arc::new(|node| node),
             wait: Duration::from_secs(20),
             down_after: Duration::from_secs(1),
-            heartbeat: Duration::from_millis(50),
-            election: (Duration::from_millis(300), Duration::from_millis(600)),
         }
     }
 
+    /// A loopback port and a temp data directory for node `id`.
+    fn make_room(&mut self, id: u64) -> Result<(), TestClusterError> {
+        self.addrs.insert(id, free_port().map_err(setup)?);
+        self.dirs.insert(id, tempfile::tempdir().map_err(setup)?);
+        Ok(())
+    }
+
+    /// Starts node `id`: an initial member with the initial peer list, a
+    /// later one joining through the running nodes (a node that joined once
+    /// is in the membership: asking to join again is harmless).
     fn start_node(
         &self,
         id: u64,
-        join: bool,
     ) -> impl Future<Output = Result<Node, TestClusterError>> + 'static {
-        let setup = |e: &dyn fmt::Display| TestClusterError::Setup(e.to_string());
         let prepared = (|| {
             let identity = self
                 .ca
                 .issue_node(NodeId::new(id), Validity::days(1))
-                .map_err(|e| setup(&e))?;
+                .map_err(setup)?;
             let addr = self.addrs[&id];
             let transport = shoal_transport::Config::builder()
                 .connect_timeout(Duration::from_millis(500))
@@ -250,27 +252,27 @@ impl TestCluster {
                 .request_timeout(Duration::from_secs(5))
                 .shutdown_timeout(Duration::from_secs(1))
                 .build()
-                .map_err(|e| setup(&e))?;
+                .map_err(setup)?;
             let mut config = ClusterConfig::builder(identity)
                 .listen(addr)
                 .down_after(self.down_after)
-                .heartbeat_interval(self.heartbeat)
-                .election_timeout(self.election.0, self.election.1)
+                .heartbeat_interval(HEARTBEAT)
+                .election_timeout(ELECTION.0, ELECTION.1)
                 .route_timeout(self.wait)
                 .transport(transport)
                 .faults(self.faults.clone());
-            if join {
+            if id > self.initial {
                 for (other, addr) in &self.addrs {
                     if *other != id && self.nodes.contains_key(other) {
                         config = config.join(*addr);
                     }
                 }
             } else {
-                for (peer, addr) in &self.initial {
+                for (peer, addr) in self.addrs.range(1..=self.initial) {
                     config = config.peer(*peer, *addr);
                 }
             }
-            let config = config.build().map_err(|e| setup(&e))?;
+            let config = config.build().map_err(setup)?;
             Ok::<_, TestClusterError>((config, self.dirs[&id].path().to_owned()))
         })();
         let wait = self.wait;
@@ -322,11 +324,8 @@ impl TestCluster {
     /// Stops node `id` without leaving the cluster: to the others it has
     /// crashed. Its directory stays for [`restart`](Self::restart).
     pub async fn kill(&mut self, id: u64) -> Result<(), TestClusterError> {
-        let node = self
-            .nodes
-            .remove(&id)
-            .ok_or(TestClusterError::NotRunning(id))?;
-        node.shutdown()
+        self.take(id)?
+            .shutdown()
             .await
             .map_err(|source| TestClusterError::Node { node: id, source })
     }
@@ -336,9 +335,7 @@ impl TestCluster {
         if self.nodes.contains_key(&id) {
             return Ok(());
         }
-        // A node that joined once is in the membership: asking to join
-        // again is harmless (it is a member); an initial member just starts.
-        let node = self.start_node(id, !self.initial.contains_key(&id)).await?;
+        let node = self.start_node(id).await?;
         self.nodes.insert(id, node);
         Ok(())
     }
@@ -347,13 +344,8 @@ impl TestCluster {
     /// waits until it owns shards.
     pub async fn add_node(&mut self) -> Result<u64, TestClusterError> {
         let id = self.addrs.keys().max().copied().unwrap_or(0) + 1;
-        let addr = free_port().map_err(|e| TestClusterError::Setup(e.to_string()))?;
-        self.addrs.insert(id, addr);
-        self.dirs.insert(
-            id,
-            tempfile::tempdir().map_err(|e| TestClusterError::Setup(e.to_string()))?,
-        );
-        let node = self.start_node(id, true).await?;
+        self.make_room(id)?;
+        let node = self.start_node(id).await?;
         self.nodes.insert(id, node);
         self.wait_converged().await?;
         Ok(id)
@@ -362,13 +354,17 @@ impl TestCluster {
     /// Node `id` leaves gracefully (its shards move, it is removed, its id
     /// retired) and stops.
     pub async fn remove_node(&mut self, id: u64) -> Result<(), TestClusterError> {
-        let node = self
-            .nodes
-            .remove(&id)
-            .ok_or(TestClusterError::NotRunning(id))?;
-        node.leave()
+        self.take(id)?
+            .leave()
             .await
             .map_err(|source| TestClusterError::Node { node: id, source })
+    }
+
+    /// Running node `id`, no longer counted as running.
+    fn take(&mut self, id: u64) -> Result<Node, TestClusterError> {
+        self.nodes
+            .remove(&id)
+            .ok_or(TestClusterError::NotRunning(id))
     }
 
     /// Cuts every link between a node of `a` and a node of `b`, both ways.
