@@ -601,8 +601,8 @@ async fn run_single(args: &RunSettings, identity: Identity) -> anyhow::Result<()
 }
 
 /// The node's certificate: from `DATA/tls` if it was issued before; else
-/// from the CA in `--ca-dir` (created there if missing); else, for a single
-/// node only, development mode (a CA of its own in `DATA/tls`).
+/// from the CA in `--ca-dir` (created there if missing); else development
+/// mode from the CA in `DATA/tls` (created there for a single node only).
 fn node_identity(args: &RunSettings) -> anyhow::Result<Identity> {
     let tls = args.data.join("tls");
     let (ca_pem, node_pem, node_key) = (
@@ -611,11 +611,14 @@ fn node_identity(args: &RunSettings) -> anyhow::Result<Identity> {
         tls.join("node.key"),
     );
     let node_id = NodeId::new(args.id);
+    let dev_mode = || {
+        let cluster = args.cluster.as_deref().unwrap_or("dev");
+        dev_bootstrap(&args.data, cluster, node_id)
+            .with_context(|| format!("preparing the certificates in {}", tls.display()))
+    };
     if !args.clustered() && args.ca_dir.is_none() {
         // One node on its own: development mode as ever.
-        let cluster = args.cluster.as_deref().unwrap_or("dev");
-        return dev_bootstrap(&args.data, cluster, node_id)
-            .with_context(|| format!("preparing the certificates in {}", tls.display()));
+        return dev_mode();
     }
     let identity = if node_pem.exists() {
         let identity = Identity::load(&ca_pem, &node_pem, &node_key)?;
@@ -645,7 +648,10 @@ fn node_identity(args: &RunSettings) -> anyhow::Result<Identity> {
             tls.display()
         ));
         identity
-    } else if args.clustered() && !tls.join("ca.key").exists() {
+    } else if tls.join("ca.key").exists() {
+        // A cluster member whose `DATA/tls` holds a CA key (put there by hand).
+        return dev_mode();
+    } else {
         bail!(
             "a cluster needs one CA for all its nodes and {} holds no certificate: start every \
              node with the same `--ca-dir DIR` (its CA is created at the first start), or issue \
@@ -655,10 +661,6 @@ fn node_identity(args: &RunSettings) -> anyhow::Result<Identity> {
             args.id,
             tls.display()
         );
-    } else {
-        let cluster = args.cluster.as_deref().unwrap_or("dev");
-        return dev_bootstrap(&args.data, cluster, node_id)
-            .with_context(|| format!("preparing the certificates in {}", tls.display()));
     };
     if identity.peer() != &shoal_transport::Peer::Node(node_id) {
         bail!(
