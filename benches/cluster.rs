@@ -59,23 +59,10 @@ fn runtime() -> Runtime {
 
 /// The owner of `entity_id` (a `shoal.Counter`, default shard group) among
 /// `placement`, computed as the cluster does: rendezvous hashing over the
-/// nodes that own shards (`shoal_raft::placement_score`, ties to the lower
-/// id).
-fn owner_among(node: &Node, entity_id: &str, placement: &[u64]) -> u64 {
-    owner_in(node.config().shards_per_group(), entity_id, placement)
-}
-
-/// [`owner_among`] given the shards per group.
+/// nodes that own shards.
 fn owner_in(shards_per_group: u32, entity_id: &str, placement: &[u64]) -> u64 {
     let shard = shard_of(ShardGroup::DEFAULT, entity_id, shards_per_group);
-    let mut best: Option<(u64, u64)> = None;
-    for &id in placement {
-        let score = shoal_raft::placement_score(shard, id);
-        if best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, id));
-        }
-    }
-    best.expect("a placement").1
+    shoal_raft::cluster::rendezvous_owner(shard, placement).expect("a placement")
 }
 
 /// The nodes that own shards, as `node` sees the cluster.
@@ -104,9 +91,10 @@ fn entity_ids(
         !rest.is_empty(),
         "{node:?} sees no placement without {gone:?}"
     );
+    let shards = node.config().shards_per_group();
     (0..)
         .map(|i| format!("{prefix}-{i}"))
-        .filter(|id| select(owner_among(node, id, &all), owner_among(node, id, &rest)))
+        .filter(|id| select(owner_in(shards, id, &all), owner_in(shards, id, &rest)))
         .take(n)
         .collect()
 }
