@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use shoal::NodeBuilder;
 use shoal::builtin::{Counter, CounterAdd, CounterGet, Kv, KvGet, KvSet};
 use shoal::cluster::MemberState;
 use shoal::testing::TestCluster;
@@ -14,15 +15,29 @@ use tokio::sync::Mutex;
 use crate::within;
 
 async fn cluster(n: usize) -> TestCluster {
+    start(n, |node| node.with_builtins()).await
+}
+
+/// A started cluster of `n` nodes, each configured by `configure`.
+async fn start(
+    n: usize,
+    configure: impl Fn(NodeBuilder) -> NodeBuilder + Send + Sync + 'static,
+) -> TestCluster {
     within(
         "the cluster to start",
-        TestCluster::builder()
-            .nodes(n)
-            .configure(|node| node.with_builtins())
-            .start(),
+        TestCluster::builder().nodes(n).configure(configure).start(),
     )
     .await
     .expect("cluster starts")
+}
+
+/// The running nodes that run the singleton `name`.
+fn hosts(cluster: &TestCluster, name: &str) -> Vec<u64> {
+    cluster
+        .running()
+        .into_iter()
+        .filter(|id| cluster.node(*id).unwrap().singleton_running(name))
+        .collect()
 }
 
 /// Writes `key-{k}` = `v{k}` through node `via`; returns whether it was
@@ -430,36 +445,26 @@ static STARTS: AtomicUsize = AtomicUsize::new(0);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_singleton_runs_once_and_moves_when_its_node_dies() {
-    let mut cluster = within(
-        "the cluster to start",
-        TestCluster::builder()
-            .nodes(3)
-            .configure(|node| {
-                node.singleton("watchdog", |ctx| async move {
-                    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
-                    MOST_AT_ONCE.fetch_max(now, Ordering::SeqCst);
-                    STARTS.fetch_add(1, Ordering::SeqCst);
-                    // Decrements when cancelled or aborted (dropped).
-                    struct Running;
-                    impl Drop for Running {
-                        fn drop(&mut self) {
-                            RUNNING.fetch_sub(1, Ordering::SeqCst);
-                        }
-                    }
-                    let _running = Running;
-                    ctx.cancelled().await;
-                })
-            })
-            .start(),
-    )
-    .await
-    .unwrap();
+    let mut cluster = start(3, |node| {
+        node.singleton("watchdog", |ctx| async move {
+            let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+            MOST_AT_ONCE.fetch_max(now, Ordering::SeqCst);
+            STARTS.fetch_add(1, Ordering::SeqCst);
+            // Decrements when cancelled or aborted (dropped).
+            struct Running;
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    RUNNING.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let _running = Running;
+            ctx.cancelled().await;
+        })
+    })
+    .await;
     let host = cluster
         .wait_for("the singleton to start", || {
-            cluster
-                .running()
-                .into_iter()
-                .find(|id| cluster.node(*id).unwrap().singleton_running("watchdog"))
+            hosts(&cluster, "watchdog").first().copied()
         })
         .await
         .unwrap();
@@ -467,10 +472,7 @@ async fn a_cluster_singleton_runs_once_and_moves_when_its_node_dies() {
     cluster.kill(host).await.unwrap();
     let next = cluster
         .wait_for("the singleton to move", || {
-            cluster
-                .running()
-                .into_iter()
-                .find(|id| cluster.node(*id).unwrap().singleton_running("watchdog"))
+            hosts(&cluster, "watchdog").first().copied()
         })
         .await
         .unwrap();
@@ -486,15 +488,7 @@ async fn a_cluster_singleton_runs_once_and_moves_when_its_node_dies() {
 async fn workflows_messages_and_deferreds_survive_their_owners_death() {
     use crate::workflows::{Apply, Approval, Log, Nap, Wallet};
     let wallet = Wallet::new(0);
-    let mut cluster = within(
-        "the cluster to start",
-        TestCluster::builder()
-            .nodes(3)
-            .configure(move |node| node.register(wallet.clone()))
-            .start(),
-    )
-    .await
-    .unwrap();
+    let mut cluster = start(3, move |node| node.register(wallet.clone())).await;
     let via = cluster.node(1).unwrap().clone();
     let id = (0..)
         .map(|n| format!("w-{n}"))
@@ -565,27 +559,10 @@ async fn workflows_messages_and_deferreds_survive_their_owners_death() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_job_fires_once_per_time_and_survives_its_nodes_death() {
     use crate::cron::{Fired, Ticks, every_second};
-    let mut cluster = within(
-        "the cluster to start",
-        TestCluster::builder()
-            .nodes(3)
-            .configure(|node| node.register(Ticks).cron(every_second()))
-            .start(),
-    )
-    .await
-    .unwrap();
+    let mut cluster = start(3, |node| node.register(Ticks).cron(every_second())).await;
     let host = cluster
         .wait_for("the cron job to start", || {
-            let hosts: Vec<u64> = cluster
-                .running()
-                .into_iter()
-                .filter(|id| {
-                    cluster
-                        .node(*id)
-                        .unwrap()
-                        .singleton_running("cron:every-second")
-                })
-                .collect();
+            let hosts = hosts(&cluster, "cron:every-second");
             (hosts.len() == 1).then(|| hosts[0])
         })
         .await
@@ -609,16 +586,7 @@ async fn a_cron_job_fires_once_per_time_and_survives_its_nodes_death() {
         }
     })
     .await;
-    let hosts: Vec<u64> = cluster
-        .running()
-        .into_iter()
-        .filter(|id| {
-            cluster
-                .node(*id)
-                .unwrap()
-                .singleton_running("cron:every-second")
-        })
-        .collect();
+    let hosts = hosts(&cluster, "cron:every-second");
     assert_eq!(hosts.len(), 1, "one host: {hosts:?}");
     assert_ne!(hosts[0], host);
     let mut unique = fired.clone();
