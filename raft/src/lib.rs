@@ -118,3 +118,12 @@ pub use types::{
 /// The openraft node handle this crate's pieces make up: [`TypeConfig`]
 /// with the [`StateMachine`]. Cheap to clone.
 pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// Takes `mutex` whether or not a panicking holder poisoned it: every
+/// mutex of this crate guards data that each critical section leaves
+/// consistent (a few collection operations).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -50,7 +50,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -58,10 +58,10 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::file::{self, FileKind, META};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
+use crate::{codec, lock};
 
 /// The log file's identity: magic `shoal-raft-log`, format version 1.
 const KIND: FileKind = FileKind {
@@ -265,14 +265,6 @@ fn hole(last: Option<u64>, indexes: impl IntoIterator<Item = u64>) -> Option<(u6
         expected = Some(index.saturating_add(1));
     }
     None
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Critical sections are single map operations: a panicking holder
-    // cannot leave the map inconsistent.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Inner {

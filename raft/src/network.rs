@@ -85,7 +85,7 @@ use crate::codec::{self, SnapshotChunk};
 use crate::error::{Error, Result};
 use crate::pipeline;
 use crate::types::{Command, NodeId, TypeConfig, Vote};
-use crate::{Raft, Snapshot};
+use crate::{Raft, Snapshot, lock};
 
 /// The transport route [`Kind`]s of the Raft RPCs. Shoal reserves kinds
 /// `0x0100..=0x01FF` for `shoal-raft`; numbers are never reused.
@@ -590,14 +590,6 @@ struct ServiceInner {
     config: NetworkConfig,
 }
 
-fn lock_contact(
-    contact: &Mutex<Option<std::time::Instant>>,
-) -> MutexGuard<'_, Option<std::time::Instant>> {
-    contact
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 struct Transfer {
     id: u64,
     total_bytes: u64,
@@ -657,7 +649,7 @@ impl RaftService {
     /// follower that heard nothing for a while may be cut off from the
     /// quorum: the application's leases are measured from this.
     pub fn last_leader_contact(&self) -> Option<std::time::Instant> {
-        *lock_contact(&self.inner.leader_contact)
+        *lock(&self.inner.leader_contact)
     }
 
     /// Starts handing incoming RPCs to `raft` (replacing any previous one).
@@ -693,10 +685,7 @@ impl RaftService {
     fn transfers(&self) -> MutexGuard<'_, HashMap<NodeId, Transfer>> {
         // Every critical section is a few map operations; a panicking
         // holder leaves at worst a partial transfer, which the sender redoes.
-        self.inner
-            .transfers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.transfers)
     }
 
     async fn append_entries(&self, req: Request) -> std::result::Result<Bytes, RemoteError> {
@@ -739,7 +728,7 @@ impl RaftService {
         if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
             // The sender leads at a vote this node accepts: contact, as of
             // when the request arrived.
-            let mut contact = lock_contact(&self.inner.leader_contact);
+            let mut contact = lock(&self.inner.leader_contact);
             if contact.is_none_or(|at| at < sent) {
                 *contact = Some(sent);
             }

@@ -40,8 +40,8 @@
 //! starts a new session from what the follower acknowledged.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,9 +53,9 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendRe
 use shoal_transport::{ErrorCode, RemoteError};
 use tokio::sync::oneshot;
 
-use crate::Raft;
 use crate::codec::{self, DecodeError};
 use crate::types::{NodeId, TypeConfig};
+use crate::{Raft, lock};
 
 /// Most AppendEntries one leader keeps in flight to one follower.
 pub(crate) const IN_FLIGHT_MAX: usize = 16;
@@ -218,13 +218,6 @@ struct Session {
     /// Requests waiting for an earlier one, by sequence number, with where
     /// to send their submitted futures.
     early: BTreeMap<u64, (AppendEntriesRequest<TypeConfig>, oneshot::Sender<Submitted>)>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a few collection operations.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Hands `request` to `raft` now: `Raft::append_entries` queues it to the
