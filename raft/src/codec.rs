@@ -692,11 +692,14 @@ fn field_bytes(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
-/// Encodes an AppendEntries request whose encoding is at most `bytes_max`
-/// bytes: all its entries if they fit, else the longest prefix of them
-/// that does. Returns the bytes and the number of entries included (0 when
-/// not even the first entry fits, or when there are none).
-pub(crate) fn encode_append_request(
+/// Encodes an AppendEntries request, after `header` (a framing of the
+/// caller's, copied as is; empty for a plain request), whose encoding is at
+/// most `bytes_max` bytes (the header not counted): all its entries if they
+/// fit, else the longest prefix of them that does. Returns the bytes and
+/// the number of entries included (0 when not even the first entry fits,
+/// or when there are none).
+pub(crate) fn encode_append_request_after(
+    header: &[u8],
     rpc: &AppendEntriesRequest<TypeConfig>,
     bytes_max: usize,
 ) -> (Vec<u8>, usize) {
@@ -717,7 +720,10 @@ pub(crate) fn encode_append_request(
         pb.entries.push(entry);
     }
     let included = pb.entries.len();
-    (pb.encode_to_vec(), included)
+    let mut bytes = Vec::with_capacity(header.len() + len);
+    bytes.extend_from_slice(header);
+    pb.encode(&mut bytes).expect("a Vec grows as needed");
+    (bytes, included)
 }
 
 /// The largest encoding of an AppendEntries request carrying `command` as
@@ -931,6 +937,29 @@ mod tests {
 
     use super::*;
 
+    /// A plain AppendEntries request (no header).
+    fn encode_append_request(
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        bytes_max: usize,
+    ) -> (Vec<u8>, usize) {
+        encode_append_request_after(&[], rpc, bytes_max)
+    }
+
+    /// `count` pseudo-random inputs (xorshift from `seed`) of lengths 0, 1,
+    /// …, `count - 1`.
+    fn random_inputs(mut seed: u64, count: usize) -> impl Iterator<Item = Vec<u8>> {
+        (0..count).map(move |len| {
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect()
+        })
+    }
+
     fn log_id(term: u64, node: u64, index: u64) -> LogId {
         LogId::new(
             openraft::vote::leader_id_adv::LeaderId::new_committed(term, node),
@@ -1076,16 +1105,7 @@ mod tests {
         let marker = encode_applied_marker(None, None, &membership, b"\x0a\x05\x08");
         assert!(decode_applied_marker(&marker).is_err());
         // Random bytes never panic.
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        for len in 0..256 {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+        for bytes in random_inputs(0x2545_f491_4f6c_dd1d, 256) {
             let _ = decode_cluster_state(&bytes, members());
             let _ = decode_applied_marker(&bytes);
             let _ = decode_command(&bytes);
@@ -1300,16 +1320,7 @@ mod tests {
         };
         assert!(decode_snapshot_chunk(encode_snapshot_chunk(&chunk).into()).is_err());
         // Random bytes never panic any decoder.
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        for len in 0..512 {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+        for bytes in random_inputs(0x9e37_79b9_7f4a_7c15, 512) {
             let _ = decode_append_request(&bytes);
             let _ = decode_append_response(&bytes);
             let _ = decode_vote_request(&bytes);

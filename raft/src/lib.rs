@@ -53,6 +53,8 @@
 //! - `membership`: join, leave, mark down / up;
 //! - `config`: the openraft configuration;
 //! - `network`: the Raft network over the transport, client and server;
+//! - `pipeline`: pipelined append-entries, the leader's and the
+//!   follower's side;
 //! - `bootstrap`: the bootstrap rule;
 //! - `error`: [`enum@Error`].
 //!

@@ -322,17 +322,20 @@ impl NetworkClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> (AppendReply, bool) {
-        let header = if pipelined.is_some() {
-            pipeline::HEADER_BYTES
-        } else {
-            0
+        let (kind, header) = match pipelined {
+            Some((session, seq)) => (kind::APPEND_PIPELINED, Some(pipeline::header(session, seq))),
+            None => (kind::APPEND_ENTRIES, None),
+        };
+        let header: &[u8] = match &header {
+            Some(header) => header,
+            None => &[],
         };
         let bytes_max = self
             .endpoint
             .config()
             .message_bytes_max()
-            .saturating_sub(header);
-        let (request, included) = codec::encode_append_request(&rpc, bytes_max);
+            .saturating_sub(header.len());
+        let (payload, included) = codec::encode_append_request_after(header, &rpc, bytes_max);
         if included == 0
             && let Some(first) = rpc.entries.first()
         {
@@ -357,13 +360,6 @@ impl NetworkClient {
         let sent_last = match included.checked_sub(1) {
             Some(last) => Some(rpc.entries[last].log_id),
             None => rpc.prev_log_id,
-        };
-        let (kind, payload) = match pipelined {
-            Some((session, seq)) => (
-                kind::APPEND_PIPELINED,
-                pipeline::frame(session, seq, &request),
-            ),
-            None => (kind::APPEND_ENTRIES, request),
         };
         let client = self.clone();
         let option = option.clone();

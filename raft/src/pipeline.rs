@@ -95,13 +95,13 @@ impl SessionIds {
     }
 }
 
-/// `session ‖ seq ‖ request` (see the module docs).
-pub(crate) fn frame(session: u64, seq: u64, request: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(HEADER_BYTES + request.len());
-    payload.extend_from_slice(&session.to_be_bytes());
-    payload.extend_from_slice(&seq.to_be_bytes());
-    payload.extend_from_slice(request);
-    payload
+/// `session ‖ seq`, the header of a pipelined request (see the module
+/// docs); the request's encoding follows it.
+pub(crate) fn header(session: u64, seq: u64) -> [u8; HEADER_BYTES] {
+    let mut header = [0; HEADER_BYTES];
+    header[..8].copy_from_slice(&session.to_be_bytes());
+    header[8..].copy_from_slice(&seq.to_be_bytes());
+    header
 }
 
 /// Splits a pipelined payload into session, sequence number and request.
@@ -550,7 +550,7 @@ mod tests {
     fn garbage_payloads_are_refused() {
         assert!(unframe(&[]).is_err());
         assert!(unframe(&[0; HEADER_BYTES - 1]).is_err());
-        let mut junk = frame(1, 2, &[0xff; 40]);
+        let mut junk = [header(1, 2).as_slice(), &[0xff; 40]].concat();
         assert!(unframe(&junk).is_err());
         junk.truncate(HEADER_BYTES);
         // An empty protobuf is a request without a vote: refused too.
