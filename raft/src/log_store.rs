@@ -90,20 +90,23 @@ struct Inner {
     pending: Mutex<BTreeMap<u64, (u64, Entry)>>,
 }
 
-/// Queued entries: (index, append sequence number, encoding).
-type Encoded = Vec<(u64, u64, Vec<u8>)>;
-
 /// A write that commits alone, on the writer thread.
 type AloneWrite = Box<dyn FnOnce(&Inner) -> Result<()> + Send>;
 
+/// One queued `append` call.
+struct Append {
+    /// The append's sequence number (its entries carry it in
+    /// `Inner::pending`).
+    seq: u64,
+    /// Its entries: (index, encoding).
+    entries: Vec<(u64, Vec<u8>)>,
+    /// To fire once they are durable (or failed).
+    callback: IOFlushed<TypeConfig>,
+}
+
 /// One queued write.
 enum Op {
-    /// Entries (index, append sequence number, encoding) and the callback
-    /// to fire once they are durable (or failed).
-    Append {
-        entries: Encoded,
-        callback: IOFlushed<TypeConfig>,
-    },
+    Append(Append),
     /// The latest `committed` hint, encoded.
     Committed(Vec<u8>),
     /// A write that commits alone (vote, truncation, purge) and whose
@@ -449,7 +452,7 @@ impl Inner {
             }
             for op in round {
                 match op {
-                    Op::Append { entries, callback } => appends.push((entries, callback)),
+                    Op::Append(append) => appends.push(append),
                     Op::Committed(bytes) => committed = Some(bytes),
                     Op::Alone(write, done) => {
                         self.commit_appends(std::mem::take(&mut appends), committed.take());
@@ -477,11 +480,7 @@ impl Inner {
     /// transaction — durable if it has entries — then fires their
     /// callbacks. An append that would leave a hole writes nothing and
     /// fails (so do the ones after it, which then leave one too).
-    fn commit_appends(
-        &self,
-        appends: Vec<(Encoded, IOFlushed<TypeConfig>)>,
-        committed: Option<Vec<u8>>,
-    ) {
+    fn commit_appends(&self, appends: Vec<Append>, committed: Option<Vec<u8>>) {
         if appends.is_empty() && committed.is_none() {
             return;
         }
@@ -505,9 +504,9 @@ impl Inner {
                 if last.is_none() {
                     last = self.read_log_id(META_LAST_PURGED)?.map(|id| id.index);
                 }
-                for (entries, _) in &appends {
+                for append in &appends {
                     if let Some((expected, found)) =
-                        hole(last, entries.iter().map(|(index, _, _)| *index))
+                        hole(last, append.entries.iter().map(|(index, _)| *index))
                     {
                         outcomes.push(Err(Error::LogHole {
                             path: self.path.clone(),
@@ -516,7 +515,7 @@ impl Inner {
                         }));
                         continue;
                     }
-                    for (index, _, bytes) in entries {
+                    for (index, bytes) in &append.entries {
                         log.insert(*index, bytes.as_slice())
                             .map_err(|e| self.engine("appending")(e.into()))?;
                         last = Some(*index);
@@ -538,9 +537,14 @@ impl Inner {
         // Durable (or failed): the file answers for these entries now.
         {
             let mut pending = lock(&self.pending);
-            for (index, seq, _) in appends.iter().flat_map(|(entries, _)| entries) {
-                if pending.get(index).is_some_and(|(queued, _)| queued == seq) {
-                    pending.remove(index);
+            for append in &appends {
+                for (index, _) in &append.entries {
+                    if pending
+                        .get(index)
+                        .is_some_and(|(seq, _)| *seq == append.seq)
+                    {
+                        pending.remove(index);
+                    }
                 }
             }
         }
@@ -558,8 +562,8 @@ impl Inner {
                     .collect()
             }
         };
-        for ((_, callback), outcome) in appends.into_iter().zip(outcomes) {
-            callback.io_completed(outcome);
+        for (append, outcome) in appends.into_iter().zip(outcomes) {
+            append.callback.io_completed(outcome);
         }
     }
 
@@ -667,7 +671,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.next_append += 1;
         let encoded = entries
             .iter()
-            .map(|entry| (entry.log_id.index, seq, codec::encode_entry(entry)))
+            .map(|entry| (entry.log_id.index, codec::encode_entry(entry)))
             .collect();
         {
             let mut pending = lock(&self.inner.pending);
@@ -675,10 +679,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 pending.insert(entry.log_id.index, (seq, entry));
             }
         }
-        if let Err(error) = self.enqueue(Op::Append {
+        if let Err(error) = self.enqueue(Op::Append(Append {
+            seq,
             entries: encoded,
             callback,
-        }) {
+        })) {
             // Never written: not readable either.
             lock(&self.inner.pending).retain(|_, (queued, _)| *queued != seq);
             return Err(error);
