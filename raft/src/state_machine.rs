@@ -219,9 +219,10 @@ pub struct StateMachine {
     /// The encoding of a cluster state (re-encoded only when the state
     /// changed: the marker carries it at every apply).
     cluster_encoded: (Arc<ClusterState>, Vec<u8>),
-    /// Per-shard epochs of the current placement history (the fence of
-    /// every batch); cleared whenever the placement changes.
-    epochs: HashMap<ShardId, Option<Epoch>>,
+    /// Per-shard epochs (the fence of every batch), computed for the
+    /// placement of the given generation (`None`: no placement); cleared
+    /// when a lookup finds the placement changed.
+    epochs: (Option<u64>, HashMap<ShardId, Option<Epoch>>),
 }
 
 /// Builds a snapshot of a [`StateMachine`] (openraft's
@@ -284,7 +285,7 @@ impl StateMachine {
             state,
             cluster_tx,
             cluster_encoded,
-            epochs: HashMap::new(),
+            epochs: (None, HashMap::new()),
         })
     }
 
@@ -315,13 +316,17 @@ impl StateMachine {
         });
     }
 
-    /// The epoch a batch of `shard` must carry now (cached).
+    /// The epoch a batch of `shard` must carry now (cached until the
+    /// placement changes: a new placement has a new generation).
     fn epoch_of(&mut self, shard: ShardId) -> Option<Epoch> {
         let cluster = &self.state.cluster;
-        *self
-            .epochs
-            .entry(shard)
-            .or_insert_with(|| cluster.epoch(shard))
+        let placement = cluster.history().next_back().map(|p| p.generation);
+        let (cached_for, epochs) = &mut self.epochs;
+        if *cached_for != placement {
+            epochs.clear();
+            *cached_for = placement;
+        }
+        *epochs.entry(shard).or_insert_with(|| cluster.epoch(shard))
     }
 
     /// The applied marker of `self.state`.
@@ -386,7 +391,6 @@ impl StateMachine {
                     "committing replicated entries failed"
                 );
                 self.state = committed.clone();
-                self.epochs.clear();
                 return Err(error.into_io());
             }
         };
@@ -802,21 +806,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(Command::Cluster(command)) => {
                     self.state.last_data = Some(log_id);
-                    let generation = self.state.cluster.generation();
                     let response =
                         Arc::make_mut(&mut self.state.cluster).execute(log_id.index, &command);
-                    if self.state.cluster.generation() != generation {
-                        self.epochs.clear();
-                    }
                     Answer::Now(response)
                 }
                 EntryPayload::Membership(membership) => {
-                    let generation = self.state.cluster.generation();
                     Arc::make_mut(&mut self.state.cluster)
                         .apply_membership(log_id.index, &membership);
-                    if self.state.cluster.generation() != generation {
-                        self.epochs.clear();
-                    }
                     self.state.membership = StoredMembership::new(Some(log_id), membership);
                     Answer::Now(Response::Empty)
                 }
@@ -873,7 +869,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(Error::into_io)?
             .unwrap_or_default();
         self.state = imported;
-        self.epochs.clear();
         if self.state.last_applied != meta.last_log_id
             || self.state.membership != meta.last_membership
         {
