@@ -359,6 +359,23 @@ impl Cluster {
         Ok(())
     }
 
+    /// Makes node `id` build a snapshot and purge its log up to it; returns
+    /// the snapshot's last log index.
+    pub async fn snapshot_and_purge(&self, id: u64) -> anyhow::Result<u64> {
+        let raft = &self.node(id)?.raft;
+        raft.trigger().snapshot().await?;
+        let metrics = raft
+            .wait(Some(WAIT))
+            .metrics(|m| m.snapshot.is_some(), "snapshot built")
+            .await?;
+        let upto = metrics.snapshot.map_or(0, |s| s.index);
+        raft.trigger().purge_log(upto).await?;
+        raft.wait(Some(WAIT))
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= upto), "log purged")
+            .await?;
+        Ok(upto)
+    }
+
     /// Checks that every running node's storage holds items `items`.
     pub async fn check_items(
         &self,

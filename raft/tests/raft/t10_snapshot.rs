@@ -37,16 +37,7 @@ async fn a_new_learner_is_caught_up_by_snapshot() -> anyhow::Result<()> {
     cluster.wait_applied(leader, written).await?;
 
     tracing::info!("--- the leader snapshots and purges its log");
-    raft.trigger().snapshot().await?;
-    let metrics = raft
-        .wait(Some(WAIT))
-        .metrics(|m| m.snapshot.is_some(), "snapshot built")
-        .await?;
-    let upto = metrics.snapshot.map(|log_id| log_id.index).unwrap_or(0);
-    raft.trigger().purge_log(upto).await?;
-    raft.wait(Some(WAIT))
-        .metrics(|m| m.purged.is_some_and(|p| p.index >= upto), "log purged")
-        .await?;
+    let upto = cluster.snapshot_and_purge(leader).await?;
 
     tracing::info!(
         upto,

@@ -380,16 +380,7 @@ async fn six_nodes_have_five_voters_and_the_state_survives_restart_and_snapshot(
     assert!(now.contains(&6), "{now:?}");
 
     tracing::info!("--- snapshot + purge; node 7 can only catch up by snapshot");
-    raft.trigger().snapshot().await?;
-    let metrics = raft
-        .wait(Some(WAIT))
-        .metrics(|m| m.snapshot.is_some(), "snapshot built")
-        .await?;
-    let upto = metrics.snapshot.map_or(0, |s| s.index);
-    raft.trigger().purge_log(upto).await?;
-    raft.wait(Some(WAIT))
-        .metrics(|m| m.purged.is_some_and(|p| p.index >= upto), "log purged")
-        .await?;
+    let upto = cluster.snapshot_and_purge(leader).await?;
     cluster.launch(7).await?;
     let addr = cluster.peers()[&7].addr.clone();
     let joined = tokio::time::timeout(OP_WAIT, shoal_raft::join(&raft, 7, addr)).await??;
