@@ -461,7 +461,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.clustered() {
         return run_single(&args, identity).await;
     }
-    let mut config = ClusterConfig::builder(identity).listen(args.listen);
+    let mut config = ClusterConfig::builder(identity)
+        .listen(args.listen)
+        .transport(cluster_transport()?);
     if let Some(advertise) = args.advertise {
         config = config.advertise(advertise);
     }
@@ -559,6 +561,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The transport settings of a cluster member: a crashed peer's connection
+/// is given up after a few seconds of silence (Raft heartbeats keep live
+/// ones busy), so a call forwarded to it fails instead of waiting for the
+/// 30 s default.
+fn cluster_transport() -> anyhow::Result<shoal_transport::Config> {
+    Ok(shoal_transport::Config::builder()
+        .keep_alive_interval(Duration::from_secs(1))
+        .idle_timeout(Duration::from_secs(4))
+        .connect_timeout(Duration::from_secs(2))
+        .build()?)
 }
 
 /// Written into the data directory of a node that left its cluster.
