@@ -52,9 +52,9 @@ use futures::future::BoxFuture;
 use shoal_storage::{EntityKey, Timestamp};
 
 use crate::Node;
+use crate::cluster::tasks::singleton_shard;
 use crate::entity::codec;
 use crate::entity::{Callable, Entity, EntityError};
-use crate::shard::{self, ShardGroup};
 use crate::singleton::{Singleton, SingletonContext, singleton};
 
 /// The default bound of [`MissedRuns::Skip`]: one day.
@@ -335,11 +335,9 @@ impl CronJob {
     }
 
     fn cursor_key(&self, node: &Node) -> Result<EntityKey, EntityError> {
-        let shard = shard::shard_of(
-            ShardGroup::DEFAULT,
-            &self.name,
-            node.config().shards_per_group(),
-        );
+        // The shard the scheduler singleton is placed by (its placement is
+        // the job's name), so the owner of the cursor runs the job.
+        let shard = singleton_shard(&self.name, node.config().shards_per_group());
         EntityKey::new(shard, CURSOR_ENTITY_TYPE, &self.name)
             .map_err(|e| EntityError::InvalidEntityId(e.to_string()))
     }
