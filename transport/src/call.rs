@@ -62,8 +62,12 @@ impl Endpoint {
             send_request(&mut send, frame, addr).await?;
             let mut reader = FrameReader::new(recv, self.inner.config.frame_bytes_max());
             match read_answer(&mut reader, addr).await? {
-                Some(Body::Reply(reply)) => Ok(reply.payload),
+                Some(Body::Reply(reply)) => {
+                    reader.release();
+                    Ok(reply.payload)
+                }
                 Some(Body::Failure(failure)) => {
+                    reader.release();
                     Err(Error::Remote(RemoteError::from_proto(failure)))
                 }
                 Some(other) => {
@@ -281,7 +285,10 @@ impl ReplyStream {
                 .unwrap_or(Err(Error::Timeout(timeout)));
             let item = match next {
                 Ok(Some(Body::StreamItem(item))) => return Some((Ok(item.payload), Some(reader))),
-                Ok(Some(Body::StreamEnd(_))) => return None,
+                Ok(Some(Body::StreamEnd(_))) => {
+                    reader.release();
+                    return None;
+                }
                 Ok(Some(Body::Failure(failure))) => {
                     Err(Error::Remote(RemoteError::from_proto(failure)))
                 }

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::FutureExt as _;
 use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -219,6 +220,19 @@ impl FrameReader {
                 }
                 Err(e) => return Err(ReadError::Stream(e)),
             }
+        }
+    }
+
+    /// Lets the stream go once its last expected frame has been read. If
+    /// the peer's end of stream has already arrived (it is sent with the
+    /// last frame), reading it now lets the stream close quietly; otherwise
+    /// (or if more bytes came) dropping the stream asks the peer to stop
+    /// sending, as any unread stream does. The quiet close saves a
+    /// STOP_SENDING frame — often a packet of its own, and its
+    /// acknowledgement — on every request and every reply.
+    pub(crate) fn release(mut self) {
+        if self.buf.is_empty() {
+            let _ = self.stream.read_chunk(usize::MAX, true).now_or_never();
         }
     }
 

@@ -249,7 +249,7 @@ impl StreamContext {
         // The request stays charged to the inbound budget until answered.
         let _charge = reader.take_permit();
         // Nothing more is expected from the client on this stream.
-        drop(reader);
+        reader.release();
         let Some(router) = self.inner.router.clone() else {
             let failure = RemoteError::new(ErrorCode::UnknownKind, "endpoint serves no requests");
             self.finish_with(send, Body::Failure(failure.to_proto()))
@@ -341,7 +341,7 @@ impl StreamContext {
                 match router.call_one_way(self.request(message)) {
                     Ok(handler) => {
                         let _charge = reader.take_permit();
-                        drop(reader);
+                        reader.release();
                         handler.await;
                         return;
                     }
