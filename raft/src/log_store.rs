@@ -27,7 +27,11 @@
 //! vote, a truncation or a purge first commits the run queued before it,
 //! then commits alone, and its call returns when it is durable. The
 //! `committed` hint is never written on its own: it goes with the next
-//! write (or at close).
+//! write at most once per [`COMMITTED_HINT_INTERVAL`] (and at close). It
+//! only spares a restarted node part of its wait for the leader's commit
+//! index (openraft re-applies the log up to it at startup); writing it with
+//! every append would add one more page to every commit — a scattered
+//! write more for each fsync — for a hint that may lag anyway.
 //!
 //! Invariants:
 //! - the vote and appended entries are durable (a redb commit with
@@ -80,6 +84,9 @@ const OPS_PER_ROUND_MAX: usize = 1024;
 
 /// The longest the writer waits for more appends to share an fsync.
 const LINGER_MAX: Duration = Duration::from_millis(1);
+
+/// The `committed` hint goes with an append at most this often.
+const COMMITTED_HINT_INTERVAL: Duration = Duration::from_millis(50);
 
 struct Inner {
     db: redb::Database,
@@ -434,6 +441,8 @@ impl Inner {
         // more than one append (appends are arriving faster than fsyncs).
         let mut last_commit = Duration::ZERO;
         let mut loaded = false;
+        // When the `committed` hint was last written.
+        let mut hinted = Instant::now();
         while let Ok(first) = ops.recv() {
             let mut round = vec![first];
             round.extend(ops.try_iter().take(OPS_PER_ROUND_MAX - 1));
@@ -460,11 +469,19 @@ impl Inner {
                     }
                 }
             }
-            // A `committed` hint alone waits for the next write: it may lag.
+            // A `committed` hint alone waits for a later write: it may lag.
             if !appends.is_empty() {
                 loaded = appends.len() > 1;
                 let started = Instant::now();
-                self.commit_appends(std::mem::take(&mut appends), committed.take());
+                let hint = if hinted.elapsed() >= COMMITTED_HINT_INTERVAL {
+                    committed.take()
+                } else {
+                    None
+                };
+                if hint.is_some() {
+                    hinted = started;
+                }
+                self.commit_appends(std::mem::take(&mut appends), hint);
                 last_commit = started.elapsed();
             }
         }
