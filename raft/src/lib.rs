@@ -111,6 +111,7 @@ pub use error::{Error, Result};
 pub use log_store::{LogReader, LogStore};
 pub use membership::{Joined, MAX_VOTERS, join, leave, mark_down, mark_up};
 pub use network::{Network, NetworkClient, NetworkConfig, RaftService};
+pub use pipeline::{COMMIT_HOLD_MAX, CommitWait, CommitWaiters};
 pub use state_machine::{APPLIED_MARKER, SNAPSHOT_FILE, Snapshot, SnapshotBuilder, StateMachine};
 pub use types::{
     Applied, ClusterCommand, Command, Entry, LogId, NodeId, Rejected, Response, SnapshotMeta,

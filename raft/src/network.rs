@@ -83,7 +83,7 @@ use tracing::{debug, warn};
 
 use crate::codec::{self, SnapshotChunk};
 use crate::error::{Error, Result};
-use crate::pipeline;
+use crate::pipeline::{self, CommitWaiters};
 use crate::types::{Command, NodeId, TypeConfig, Vote};
 use crate::{Raft, Snapshot, lock};
 
@@ -155,6 +155,7 @@ pub struct Network {
     config: NetworkConfig,
     local: NodeId,
     sessions: Arc<pipeline::SessionIds>,
+    waiters: CommitWaiters,
 }
 
 impl Network {
@@ -173,7 +174,17 @@ impl Network {
             config,
             local: local.get(),
             sessions: Arc::new(pipeline::SessionIds::new()),
+            waiters: CommitWaiters::default(),
         })
+    }
+
+    /// The followers that callers wait on to apply new commits: while a
+    /// node is marked, it gets every new commit index at once; otherwise a
+    /// commit-only update waits up to [`COMMIT_HOLD_MAX`](crate::COMMIT_HOLD_MAX)
+    /// for the next entries to carry it (see [`CommitWaiters`]). Take it
+    /// before handing the network to `Raft::new`.
+    pub fn commit_waiters(&self) -> CommitWaiters {
+        self.waiters.clone()
     }
 
     /// Checks that `command` can be replicated: an AppendEntries carrying
@@ -221,6 +232,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             local: self.local,
             target,
             sessions: self.sessions.clone(),
+            waiters: self.waiters.clone(),
         }
     }
 }
@@ -233,6 +245,7 @@ pub struct NetworkClient {
     local: NodeId,
     target: NodeId,
     sessions: Arc<pipeline::SessionIds>,
+    waiters: CommitWaiters,
 }
 
 /// How a failed call maps onto openraft's error kinds (see module docs).
@@ -433,7 +446,8 @@ impl RaftNetworkV2<TypeConfig> for NetworkClient {
     {
         let session = self.sessions.next();
         let client = self.clone();
-        let pipe = pipeline::Pipe::new(input);
+        let (waiters, target) = (self.waiters.clone(), self.target);
+        let pipe = pipeline::Pipe::new(input, move || !waiters.waited_on(target));
         let responses =
             futures::stream::unfold((pipe, client, 0_u64), move |(mut pipe, client, mut seq)| {
                 let option = option.clone();

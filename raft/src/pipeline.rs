@@ -38,10 +38,29 @@
 //! `RemoteError` with code `Timeout`, mapped to `RPCError::Network`), and
 //! ends the leader's stream at the first failed request; openraft then
 //! starts a new session from what the follower acknowledged.
+//!
+//! # Commit-only requests wait for the next entries
+//! When the leader commits an entry and has no newer one to send, openraft
+//! tells each follower the new commit index with a request of its own,
+//! without entries. The next request with entries carries the commit index
+//! as well, and a follower only needs it to apply (its own state machine),
+//! so the pipe holds such a request back, for at most [`COMMIT_HOLD_MAX`]:
+//! a newer request replaces it (it carries the same or a later commit
+//! index, from the same position in the log), otherwise it goes when the
+//! time is up (or when the stream ends). That keeps a follower's apply,
+//! and two RPCs per follower, out of the moment the leader applies the
+//! entry and answers its client — with one client writing in a loop, the
+//! next entry is always sent within the hold. A follower that someone
+//! waits on to apply a commit — a node that forwarded a proposal to the
+//! leader and answers its own caller once it applied it locally — is
+//! marked in [`CommitWaiters`] for that time, and gets every commit-only
+//! request at once. A held request that is replaced is never sent and gets
+//! no response; openraft does not need one per request: a response
+//! acknowledges every request up to the log id it matched.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,6 +93,67 @@ const ORDER_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// Bytes before the request: session and sequence number.
 pub(crate) const HEADER_BYTES: usize = 16;
+
+/// The longest the leader holds a commit-only request back (see the module
+/// docs).
+pub const COMMIT_HOLD_MAX: Duration = Duration::from_millis(1);
+
+/// The followers that some caller waits on to apply new commits: they get
+/// every commit index at once, not only with the next entries (see the
+/// module docs, "Commit-only requests wait for the next entries").
+///
+/// Get it from [`Network::commit_waiters`](crate::Network::commit_waiters)
+/// before the network goes to `Raft::new`, and hold a [`CommitWait`] while
+/// a node waits for an entry it proposed through this leader to apply on
+/// it.
+///
+/// ```
+/// let waiters = shoal_raft::CommitWaiters::default();
+/// let wait = waiters.wait_on(2);
+/// assert!(waiters.waited_on(2));
+/// assert!(!waiters.waited_on(3));
+/// drop(wait);
+/// assert!(!waiters.waited_on(2));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct CommitWaiters(Arc<Mutex<HashMap<NodeId, usize>>>);
+
+impl CommitWaiters {
+    /// Marks `node` as waited on until the returned guard is dropped.
+    pub fn wait_on(&self, node: NodeId) -> CommitWait {
+        *lock(&self.0).entry(node).or_default() += 1;
+        CommitWait {
+            waiters: self.clone(),
+            node,
+        }
+    }
+
+    /// Whether someone waits on `node` to apply new commits.
+    pub fn waited_on(&self, node: NodeId) -> bool {
+        lock(&self.0).contains_key(&node)
+    }
+}
+
+/// A caller waiting on a node to apply new commits (see
+/// [`CommitWaiters::wait_on`]); dropping it ends the wait.
+#[derive(Debug)]
+#[must_use = "the wait ends when the guard is dropped"]
+pub struct CommitWait {
+    waiters: CommitWaiters,
+    node: NodeId,
+}
+
+impl Drop for CommitWait {
+    fn drop(&mut self) {
+        let mut waiting = lock(&self.waiters.0);
+        if let Some(count) = waiting.get_mut(&self.node) {
+            *count -= 1;
+            if *count == 0 {
+                waiting.remove(&self.node);
+            }
+        }
+    }
+}
 
 /// Mints session ids: increasing for this process, and starting at the
 /// clock so that a restarted node's sessions are newer than its last run's.
@@ -143,19 +223,29 @@ pub(crate) struct Pipe<S> {
     started: bool,
     /// Set once a failure was yielded: the stream ends.
     done: bool,
+    /// Whether a commit-only request may be held back now: nobody waits on
+    /// the follower to apply it.
+    may_hold: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The commit-only request held back, and when it must go at the
+    /// latest.
+    held: Option<(AppendEntriesRequest<TypeConfig>, Instant)>,
 }
 
 impl<S> Pipe<S>
 where
     S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
 {
-    pub(crate) fn new(input: S) -> Self {
+    /// A pipe over `input`; `may_hold` tells whether a commit-only request
+    /// may be held back now (see the module docs).
+    pub(crate) fn new(input: S, may_hold: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         Pipe {
             input,
             open: true,
             in_flight: FuturesOrdered::new(),
             started: false,
             done: false,
+            may_hold: Box::new(may_hold),
+            held: None,
         }
     }
 
@@ -163,7 +253,8 @@ where
     /// `send` (which returns the request's future and whether it carries
     /// the whole request: a request cut short ends the pipeline after it,
     /// since the next one would not follow on). The first request goes
-    /// alone; the others follow once it was answered.
+    /// alone; the others follow once it was answered. A commit-only request
+    /// after the first may be held back (see the module docs).
     pub(crate) async fn next(
         &mut self,
         mut send: impl FnMut(AppendEntriesRequest<TypeConfig>) -> (AppendFuture, bool),
@@ -174,16 +265,39 @@ where
         loop {
             let limit = if self.started { IN_FLIGHT_MAX } else { 1 };
             let can_send = self.open && self.in_flight.len() < limit;
+            let due = self.held.as_ref().map(|(_, due)| *due);
             tokio::select! {
                 biased;
                 request = self.input.next(), if can_send => match request {
+                    Some(request) if self.started && request.entries.is_empty() && (self.may_hold)() => {
+                        // Replaces a held one (same position, same or later
+                        // commit), keeping its deadline.
+                        let due = due.unwrap_or_else(|| Instant::now() + COMMIT_HOLD_MAX);
+                        self.held = Some((request, due));
+                    }
                     Some(request) => {
+                        // Carries the held one's commit, or a later one.
+                        self.held = None;
                         let (future, whole) = send(request);
                         self.in_flight.push_back(future);
                         self.open = whole;
                     }
-                    None => self.open = false,
+                    None => {
+                        self.open = false;
+                        if let Some((request, _)) = self.held.take() {
+                            self.in_flight.push_back(send(request).0);
+                        }
+                    }
                 },
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()),
+                    if due.is_some() && self.in_flight.len() < limit =>
+                {
+                    if let Some((request, _)) = self.held.take() {
+                        let (future, whole) = send(request);
+                        self.in_flight.push_back(future);
+                        self.open &= whole;
+                    }
+                }
                 result = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     let result = result?;
                     if matches!(result, Ok(Ok(_))) {
@@ -388,7 +502,7 @@ mod tests {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let input = futures::stream::iter((0..n).map(request));
-        let mut pipe = Pipe::new(input);
+        let mut pipe = Pipe::new(input, || false);
         let mut results = Vec::new();
         loop {
             let next = pipe
@@ -436,6 +550,139 @@ mod tests {
     async fn a_request_cut_short_is_the_last_one_sent() {
         let (results, _) = drive(6, None, Some(2)).await;
         assert_eq!(results, vec![Some(0), Some(1), Some(2)]);
+    }
+
+    /// A request from `index` on: with `entries` entries (blank), or a
+    /// commit-only one.
+    fn appending(index: u64, entries: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            entries: (index + 1..=index + entries)
+                .map(|i| openraft::testing::blank_ent::<TypeConfig>(1, 1, i))
+                .collect(),
+            ..request(index)
+        }
+    }
+
+    /// A pipe fed by hand, driven in a task of its own: what it sent (the
+    /// request's `prev_log_id` index and entry count) and how many
+    /// responses it yielded. Replies come at once.
+    struct Fed {
+        input: futures::channel::mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>,
+        sent: Arc<Mutex<Vec<(u64, usize)>>>,
+        driver: tokio::task::JoinHandle<usize>,
+    }
+
+    impl Fed {
+        fn new(may_hold: bool) -> Self {
+            let (input, requests) = futures::channel::mpsc::unbounded();
+            let sent: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
+            let recorded = sent.clone();
+            let driver = tokio::spawn(async move {
+                let mut pipe = Pipe::new(requests, move || may_hold);
+                let mut responses = 0;
+                while let Some(response) = pipe
+                    .next(|rpc| {
+                        let index = rpc.prev_log_id.expect("set").index;
+                        let last = index + rpc.entries.len() as u64;
+                        lock(&recorded).push((index, rpc.entries.len()));
+                        let reply: AppendFuture =
+                            Box::pin(std::future::ready(Ok(Ok(Some(log_id(last))))));
+                        (reply, true)
+                    })
+                    .await
+                {
+                    assert!(matches!(response, Ok(Ok(_))), "{response:?}");
+                    responses += 1;
+                }
+                responses
+            });
+            Fed {
+                input,
+                sent,
+                driver,
+            }
+        }
+
+        fn feed(&self, request: AppendEntriesRequest<TypeConfig>) {
+            self.input.unbounded_send(request).expect("pipe running");
+        }
+
+        fn sent(&self) -> Vec<(u64, usize)> {
+            lock(&self.sent).clone()
+        }
+
+        /// Ends the input; the number of responses the pipe yielded.
+        async fn finish(self) -> usize {
+            self.input.close_channel();
+            self.driver.await.expect("driver")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_only_request_is_replaced_by_the_next_entries() {
+        let fed = Fed::new(true);
+        fed.feed(appending(0, 1));
+        settle().await;
+        // A commit-only request (held), then new entries from the same
+        // position: only those go.
+        fed.feed(appending(1, 0));
+        settle().await;
+        assert_eq!(fed.sent(), vec![(0, 1)]);
+        fed.feed(appending(1, 2));
+        settle().await;
+        assert_eq!(fed.sent(), vec![(0, 1), (1, 2)]);
+        assert_eq!(fed.finish().await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_request_goes_when_its_hold_is_up_or_the_stream_ends() {
+        let fed = Fed::new(true);
+        fed.feed(appending(0, 1));
+        settle().await;
+        fed.feed(appending(1, 0));
+        tokio::time::sleep(COMMIT_HOLD_MAX / 2).await;
+        // A second one keeps the first one's deadline.
+        fed.feed(appending(1, 0));
+        tokio::time::sleep(COMMIT_HOLD_MAX / 4).await;
+        assert_eq!(fed.sent(), vec![(0, 1)]);
+        tokio::time::sleep(COMMIT_HOLD_MAX / 2).await;
+        assert_eq!(fed.sent(), vec![(0, 1), (1, 0)]);
+        // Held when the stream ends (at once): it goes before the end.
+        fed.feed(appending(1, 0));
+        let sent = fed.sent.clone();
+        assert_eq!(fed.finish().await, 3);
+        assert_eq!(lock(&sent).clone(), vec![(0, 1), (1, 0), (1, 0)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commit_only_requests_go_at_once_to_a_follower_waited_on() {
+        let fed = Fed::new(false);
+        fed.feed(appending(0, 1));
+        settle().await;
+        fed.feed(appending(1, 0));
+        settle().await;
+        assert_eq!(fed.sent(), vec![(0, 1), (1, 0)]);
+        assert_eq!(fed.finish().await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_is_never_held() {
+        let fed = Fed::new(true);
+        fed.feed(appending(0, 0));
+        settle().await;
+        assert_eq!(fed.sent(), vec![(0, 0)]);
+        assert_eq!(fed.finish().await, 1);
+    }
+
+    #[test]
+    fn commit_waiters_count_overlapping_waits() {
+        let waiters = CommitWaiters::default();
+        let first = waiters.wait_on(2);
+        let second = waiters.wait_on(2);
+        drop(first);
+        assert!(waiters.waited_on(2), "one wait is left");
+        drop(second);
+        assert!(!waiters.waited_on(2));
     }
 
     /// A follower-side harness: `Sessions` whose submissions are recorded

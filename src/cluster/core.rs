@@ -14,7 +14,7 @@ use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::rt::watch::WatchReceiver as _;
 use prost::Message as _;
-use shoal_raft::{ClusterState, Command, Raft, RaftService, Rejected, Response};
+use shoal_raft::{ClusterState, Command, CommitWaiters, Raft, RaftService, Rejected, Response};
 use shoal_storage::{CommitOutcome, Epoch, ShardId, WriteBatch};
 use shoal_transport::{Endpoint, Kind, NodeId};
 use tokio::sync::watch;
@@ -68,6 +68,10 @@ pub(crate) struct Core {
     caught_up: AtomicBool,
     /// Serialises the membership changes this node makes as the leader.
     membership_changes: tokio::sync::Mutex<()>,
+    /// The nodes waiting, through [`Core::propose_here`], for entries they
+    /// forwarded to apply on them: the Raft network sends them each new
+    /// commit index at once.
+    commit_waiters: CommitWaiters,
 }
 
 /// The shard epochs of one cluster state.
@@ -111,6 +115,7 @@ impl Core {
         state: watch::Receiver<Arc<ClusterState>>,
         endpoint: Endpoint,
         config: ClusterConfig,
+        commit_waiters: CommitWaiters,
     ) -> Self {
         let view = state.borrow().clone();
         Core {
@@ -123,6 +128,7 @@ impl Core {
             epochs: std::sync::Mutex::new((view, HashMap::new())),
             caught_up: AtomicBool::new(false),
             membership_changes: tokio::sync::Mutex::new(()),
+            commit_waiters,
         }
     }
 
@@ -442,9 +448,12 @@ impl Core {
         }
     }
 
-    /// Proposes a batch received from another node (this node should be
-    /// the leader).
-    pub(crate) async fn propose_here(&self, batch: WriteBatch) -> ProposeReply {
+    /// Proposes a batch received from node `from` (this node should be the
+    /// leader). `from` answers its caller once the entry applied on it too,
+    /// so it gets the new commit index as soon as the entry commits, not
+    /// with the next entries.
+    pub(crate) async fn propose_here(&self, from: u64, batch: WriteBatch) -> ProposeReply {
+        let _waits = self.commit_waiters.wait_on(from);
         match self.raft.client_write(Command::Batch(batch)).await {
             Ok(written) => match codec::encode(&written.data, "raft response") {
                 Ok(response) => ProposeReply {

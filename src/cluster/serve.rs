@@ -168,9 +168,10 @@ impl Slot {
     }
 }
 
-fn member_only(request: &Request) -> Result<(), RemoteError> {
+/// The id of the member node that sent `request`; a client is refused.
+fn member_only(request: &Request) -> Result<u64, RemoteError> {
     match request.peer {
-        Peer::Node(_) => Ok(()),
+        Peer::Node(id) => Ok(id.get()),
         ref other => Err(RemoteError::application(format!(
             "{other} is not a member of the cluster"
         ))),
@@ -220,11 +221,13 @@ pub(crate) fn register(router: Router, slot: Arc<Slot>) -> Router {
         .unary(kind::PROPOSE, move |request| {
             let slot = propose.clone();
             async move {
-                member_only(&request)?;
+                let from = member_only(&request)?;
                 let (core, _node) = slot.get()?;
                 let batch = WriteBatch::decode(request.payload)
                     .map_err(|e| RemoteError::application(format!("malformed batch: {e}")))?;
-                Ok(Bytes::from(core.propose_here(batch).await.encode_to_vec()))
+                Ok(Bytes::from(
+                    core.propose_here(from, batch).await.encode_to_vec(),
+                ))
             }
         })
         .unary(kind::JOIN, move |request| {

@@ -70,6 +70,7 @@ pub(crate) async fn open(
     let state = state_machine.cluster();
     let network = Network::new(endpoint.clone(), NetworkConfig::default())
         .map_err(|e| failed("raft network", e))?;
+    let commit_waiters = network.commit_waiters();
     let raft_config = raft_config(&config)?;
     let raft = Raft::new(config.node_id, raft_config, network, log, state_machine)
         .await
@@ -82,6 +83,7 @@ pub(crate) async fn open(
         state,
         endpoint,
         config,
+        commit_waiters,
     ));
     Ok(Started { core, slot })
 }
