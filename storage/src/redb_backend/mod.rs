@@ -128,7 +128,7 @@ pub use self::config::{
 use self::file::engine_error;
 pub use self::file::{FORMAT_VERSION, MAGIC};
 use self::kv::ReadKv;
-use self::writer::{Command, Job, Pending, Transactions, Writer};
+use self::writer::{Command, Job, Pending, Transactions, WriteLock, Writer};
 use crate::batch::{CommitOutcome, WriteBatch};
 use crate::engine;
 use crate::error::{Error, Result};
@@ -180,6 +180,9 @@ struct Shared {
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// The right to write, shared with the writer thread (a small deferred
+    /// group may commit on its caller's thread: see `writer`).
+    write_lock: WriteLock,
 }
 
 impl RedbStorage {
@@ -196,13 +199,15 @@ impl RedbStorage {
     pub fn open(config: RedbConfig) -> Result<Self> {
         let db = Arc::new(file::open(&config)?);
         let (sender, commands) = mpsc::channel(config.queue_capacity());
+        let write_lock: WriteLock =
+            Arc::new(Mutex::new(Pending::new(config.deferred_durability_max())));
         let writer = Writer {
             db: Arc::clone(&db),
             commands,
             batches_max: config.group_commit_batches_max(),
             bytes_max: config.group_commit_bytes_max(),
             wait_max: config.group_commit_wait_max(),
-            pending: Pending::new(config.deferred_durability_max()),
+            pending: Arc::clone(&write_lock),
         };
         let handle = std::thread::Builder::new()
             .name("shoal-storage-writer".to_owned())
@@ -219,6 +224,7 @@ impl RedbStorage {
                 commands: Mutex::new(Some(sender)),
                 writer: Mutex::new(Some(handle)),
                 closed: AtomicBool::new(false),
+                write_lock,
             }),
         })
     }
@@ -256,6 +262,33 @@ impl RedbStorage {
                 reason: "the storage engine panicked while reading (damaged file?)".to_owned(),
             })
         })
+    }
+
+    /// Commits a small deferred group on this thread when the writer is
+    /// free (see `writer`, "Small deferred groups commit on the caller's
+    /// thread"); `None`: queue it.
+    fn commit_deferred_here(
+        &self,
+        batches: &[WriteBatch],
+        meta: Option<&(MetaKey, Bytes)>,
+    ) -> Option<Result<Vec<Result<CommitOutcome>>>> {
+        let bytes: usize = batches.iter().map(WriteBatch::payload_bytes).sum();
+        if batches.len() > writer::HERE_BATCHES_MAX || bytes > writer::HERE_BYTES_MAX {
+            return None;
+        }
+        let db = self.shared.db.read().ok()?.clone()?;
+        let (result, woken) = writer::commit_deferred_here(
+            &db,
+            &self.shared.write_lock,
+            &self.shared.closed,
+            |kv| engine::apply_group(kv, batches, meta),
+        )?;
+        if woken && let Ok(sender) = self.sender() {
+            // A full queue keeps the writer busy: it reads the deadline
+            // again after that anyway.
+            let _ = sender.try_send(Command::Wake);
+        }
+        Some(result)
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Command>> {
@@ -361,6 +394,11 @@ impl Storage for RedbStorage {
         durability: Durability,
     ) -> Result<Vec<Result<CommitOutcome>>> {
         engine::check_group(&batches, meta.as_ref())?;
+        if durability == Durability::Deferred
+            && let Some(result) = self.commit_deferred_here(&batches, meta.as_ref())
+        {
+            return result;
+        }
         let sender = self.sender()?;
         let (reply, outcome) = oneshot::channel();
         let job: Job = Box::new(move |txns: &mut Transactions<'_>| {
@@ -521,6 +559,7 @@ impl Storage for RedbStorage {
 mod tests {
     use super::*;
     use crate::keys::{self, Table};
+    use std::time::{Duration, Instant};
 
     fn open(dir: &tempfile::TempDir) -> RedbStorage {
         let config = RedbConfig::builder(dir.path().join("data.redb"))
@@ -587,5 +626,51 @@ mod tests {
         // The file is free again while the old handle still exists.
         let reopened = open(&dir);
         reopened.close().await.expect("closes");
+    }
+
+    /// A small deferred group commits on the caller's thread only when the
+    /// write lock is free, the storage open and the group not overdue; the
+    /// first one since everything was durable asks to wake the writer.
+    #[tokio::test]
+    async fn a_deferred_group_commits_here_only_when_it_may() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = open(&dir);
+        let shared = &storage.shared;
+        let db = shared.db.read().expect("lock").clone().expect("open");
+        let key = EntityKey::new(ShardId::new(0), "Cell", "c").expect("key");
+        let mut batch = WriteBatch::new(ShardId::new(0), Epoch::ZERO);
+        batch.put_state(&key, Bytes::from_static(b"v"));
+        let here = || {
+            writer::commit_deferred_here(&db, &shared.write_lock, &shared.closed, |kv| {
+                engine::apply_group(kv, std::slice::from_ref(&batch), None)
+            })
+        };
+
+        // The writer holds the lock (a transaction of its own): queue.
+        let held = shared.write_lock.lock().expect("lock");
+        assert!(here().is_none());
+        drop(held);
+
+        let (result, woken) = here().expect("commits here");
+        assert!(result.expect("commits").iter().all(Result::is_ok));
+        assert!(woken, "the first non-durable commit wakes the writer");
+        let (_, woken) = here().expect("commits here");
+        assert!(!woken, "the writer already knows");
+        assert_eq!(
+            storage.load_state(&key).await.expect("reads"),
+            Some(Bytes::from_static(b"v"))
+        );
+
+        // Overdue for durability: the writer commits it durably.
+        shared.write_lock.lock().expect("lock").since =
+            Some(Instant::now() - Duration::from_secs(3600));
+        assert!(here().is_none());
+
+        // Closing: nothing commits outside the writer any more.
+        storage.flush().await.expect("flushes");
+        shared.closed.store(true, Ordering::Release);
+        assert!(here().is_none());
+        shared.closed.store(false, Ordering::Release);
+        storage.close().await.expect("closes");
     }
 }

@@ -45,12 +45,31 @@
 //! redb may reuse a page the last durable state still references only
 //! after the next durable commit.
 //!
+//! # Small deferred groups commit on the caller's thread
+//! A deferred group commits without an fsync, in tens of microseconds,
+//! so handing it to this thread and back (two thread wake-ups) would cost
+//! more than the commit. The right to write is a lock ([`WriteLock`]:
+//! the [`Pending`] record), which this thread takes for each of its
+//! transactions (and jobs); a caller with a deferred group of at most
+//! [`HERE_BATCHES_MAX`] batches and [`HERE_BYTES_MAX`] bytes that finds it
+//! free — and the group not overdue for durability — commits the group
+//! itself, without waiting ([`commit_deferred_here`]); anything else
+//! (the lock is taken, the group is larger or overdue) is queued as
+//! before. Having committed the first non-durable group since the last
+//! durable commit, the caller wakes this thread ([`Command::Wake`]) so that
+//! it makes it durable within the bound. A group committed this way may
+//! overtake commands other callers queued before it (calls are not
+//! ordered between callers, only each caller's own, which awaits each
+//! call). Once the storage is closing, nothing commits outside this
+//! thread: the caller checks under the lock, and this thread takes the
+//! lock for its last sync after the storage was marked closed.
+//!
 //! It is a plain thread, not a tokio task: redb calls block (fsync), and a
 //! blocked tokio worker would stall unrelated tasks. Waiting with a timeout
 //! polls the tokio receiver with a waker that unparks this thread.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -63,6 +82,19 @@ use super::kv::WriteKv;
 use crate::batch::{CommitOutcome, WriteBatch};
 use crate::engine;
 use crate::error::{Error, Result};
+
+/// Most batches a deferred group may have to commit on the caller's thread
+/// (see the module docs).
+pub(crate) const HERE_BATCHES_MAX: usize = 16;
+
+/// Most payload bytes a deferred group may have to commit on the caller's
+/// thread.
+pub(crate) const HERE_BYTES_MAX: usize = 64 * 1024;
+
+/// The right to write the file, with the record of non-durable commits:
+/// shared by the writer thread and callers committing a small deferred
+/// group themselves.
+pub(crate) type WriteLock = Arc<Mutex<Pending>>;
 
 /// What the writer is asked to do.
 pub(crate) enum Command {
@@ -78,6 +110,9 @@ pub(crate) enum Command {
     /// its own transaction (through [`Transactions::write`]) and answers
     /// its own caller.
     Exclusive(Job),
+    /// A deferred group was committed outside the writer thread while
+    /// everything was durable: look at the durability deadline again.
+    Wake,
 }
 
 /// A job for [`Command::Exclusive`].
@@ -89,7 +124,7 @@ pub(crate) struct Writer {
     pub(crate) batches_max: usize,
     pub(crate) bytes_max: usize,
     pub(crate) wait_max: Duration,
-    pub(crate) pending: Pending,
+    pub(crate) pending: WriteLock,
 }
 
 /// The writer's record of commits that are not durable yet, and the bound
@@ -100,7 +135,7 @@ pub(crate) struct Pending {
     max: Duration,
     /// Since when the file holds non-durable commits (`None`: everything
     /// committed is durable).
-    since: Option<Instant>,
+    pub(crate) since: Option<Instant>,
 }
 
 impl Pending {
@@ -138,11 +173,11 @@ impl Pending {
 }
 
 /// What the writer commits through (its own group commits and syncs, and
-/// every exclusive [`Job`]): the database and the writer's record of
-/// non-durable commits.
+/// every exclusive [`Job`]): the database and the record of non-durable
+/// commits, whose lock it holds.
 pub(crate) struct Transactions<'a> {
     db: &'a redb::Database,
-    pending: &'a mut Pending,
+    pending: MutexGuard<'a, Pending>,
 }
 
 impl Transactions<'_> {
@@ -205,6 +240,8 @@ impl Group {
             }
             Command::Flush { reply } => self.flushes.push(reply),
             Command::Exclusive(job) => self.exclusive = Some(job),
+            // Only wakes the writer: the loop reads the deadline again.
+            Command::Wake => {}
         }
     }
 }
@@ -273,7 +310,7 @@ impl Writer {
     /// and waits on. A command already queued is taken first: whatever it
     /// commits is durable, or made so by [`Pending::durability`].
     fn next_command(&mut self, waker: &Waker) -> Option<Command> {
-        while let Some(deadline) = self.pending.deadline() {
+        while let Some(deadline) = self.deadline() {
             match self.recv_until(deadline, waker) {
                 Received::Command(command) => return Some(command),
                 Received::Closed => return None,
@@ -301,20 +338,26 @@ impl Writer {
         }
     }
 
-    fn transactions(&mut self) -> Transactions<'_> {
+    /// When the pending non-durable commits must be durable.
+    fn deadline(&self) -> Option<Instant> {
+        lock(&self.pending).deadline()
+    }
+
+    fn transactions(&self) -> Transactions<'_> {
         Transactions {
             db: &self.db,
-            pending: &mut self.pending,
+            pending: lock(&self.pending),
         }
     }
 
     /// Makes every non-durable commit durable: an empty transaction with
     /// immediate durability (redb persists everything committed before it).
     fn sync(&mut self) -> Result<()> {
-        if self.pending.since.is_none() {
+        let mut txns = self.transactions();
+        if txns.pending.since.is_none() {
             return Ok(());
         }
-        self.transactions().write(
+        txns.write(
             "making deferred commits durable",
             crate::Durability::Immediate,
             |_| Ok(()),
@@ -326,7 +369,7 @@ impl Writer {
         if let Err(error) = self.sync() {
             tracing::error!(%error, "making deferred commits durable failed");
             // Try again a bound later, not in a busy loop.
-            self.pending.since = Some(Instant::now());
+            lock(&self.pending).since = Some(Instant::now());
         }
     }
 
@@ -406,8 +449,9 @@ impl Writer {
 
 /// Runs `work` in one write transaction over every table and commits it with
 /// `durability` if `work` returns `Ok`; aborts it (nothing applied) if
-/// `work` fails. Runs on the writer thread only (directly or in a [`Job`]),
-/// so it never waits for another writer.
+/// `work` fails. Runs only under the write lock (on the writer thread,
+/// directly or in a [`Job`], or in [`commit_deferred_here`]), so it never
+/// waits for another writer.
 fn in_write_transaction<T>(
     db: &redb::Database,
     durability: Durability,
@@ -451,4 +495,44 @@ fn guarded_write_transaction<T>(
             source: "the storage engine panicked (damaged file?)".into(),
         })
     })
+}
+
+/// Takes the write lock whether or not a panicking holder poisoned it: the
+/// record it guards is updated only after a transaction, in one statement.
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Commits a deferred group with `work` on the calling thread, if the
+/// write lock is free, the group is not overdue for durability and
+/// `closed` is not set (read under the lock): `Some(result)`, and whether
+/// it was the first non-durable commit since the last durable one (the
+/// writer must then be woken: [`Command::Wake`]). `None`: nothing was
+/// done; queue the group for the writer thread. See the module docs.
+pub(crate) fn commit_deferred_here<T>(
+    db: &redb::Database,
+    pending: &Mutex<Pending>,
+    closed: &std::sync::atomic::AtomicBool,
+    work: impl FnOnce(&mut WriteKv<'_>) -> Result<T>,
+) -> Option<(Result<T>, bool)> {
+    let mut pending = match pending.try_lock() {
+        Ok(pending) => pending,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
+    if closed.load(std::sync::atomic::Ordering::Acquire)
+        || !matches!(
+            pending.durability(crate::Durability::Deferred),
+            Durability::None
+        )
+    {
+        return None;
+    }
+    let first = pending.since.is_none();
+    let result = guarded_write_transaction(db, "applying a commit group", Durability::None, work);
+    if result.is_ok() {
+        pending.committed(Durability::None);
+    }
+    let woken = first && result.is_ok();
+    Some((result, woken))
 }

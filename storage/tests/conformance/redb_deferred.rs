@@ -110,8 +110,8 @@ async fn assert_prefix(storage: &RedbStorage, last: u64, after: u64) {
 /// one of them. Modes:
 /// - `stream` (bound 20 ms): deferred groups 1, 2, … in a loop, printing
 ///   `GROUP g` after each and `FLUSHED g` after every hundredth's flush;
-/// - `bound` (bound 1 s): group 1, a wait of 2.5 s, `ONE`; group 2, `TWO`;
-///   then it stalls until killed.
+/// - `bound` (bound 1 s): a flush, group 1, a wait of 2.5 s, `ONE`; group
+///   2, `TWO`; then it stalls until killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "child process of the deferred-durability kill -9 tests"]
 async fn deferred_crash_child() {
@@ -136,6 +136,10 @@ async fn deferred_crash_child() {
         }
         "bound" => {
             let storage = open(&path, Duration::from_secs(1));
+            // The writer thread has run and waits with nothing to make
+            // durable: group 1, small enough to commit on this thread, must
+            // wake it to arm the bound.
+            storage.flush().await.expect("flushes");
             commit_group(&storage, 1).await;
             tokio::time::sleep(Duration::from_millis(2500)).await;
             say("ONE");
