@@ -325,3 +325,92 @@ impl std::fmt::Debug for ReplyStream {
         f.debug_struct("ReplyStream").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+
+    use super::*;
+    use crate::id::NodeId;
+    use crate::router::Router;
+    use crate::tls::{Ca, Validity};
+
+    const ECHO: Kind = Kind(1);
+    const ITEMS: Kind = Kind(2);
+    const NOTE: Kind = Kind(3);
+
+    fn bind(ca: &Ca, id: u64, router: Option<Router>) -> Endpoint {
+        let identity = ca
+            .issue_node(NodeId::new(id), Validity::days(1))
+            .expect("identity");
+        let mut builder = Endpoint::builder(identity);
+        if let Some(router) = router {
+            builder = builder.router(router);
+        }
+        builder
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind")
+    }
+
+    /// Completed requests, replies, streams and one-way messages close
+    /// their QUIC streams without asking the peer to stop sending: each
+    /// side reads the other's end of stream (sent with its last frame).
+    #[tokio::test]
+    async fn completed_exchanges_send_no_stop_sending() {
+        let ca = Ca::generate("test").expect("CA");
+        let router = Router::new()
+            .unary(ECHO, |request| async move { Ok(request.payload) })
+            .streaming(ITEMS, |_request| async move {
+                Ok(futures::stream::iter([
+                    Ok(Bytes::from_static(b"a")),
+                    Ok(Bytes::from_static(b"b")),
+                ])
+                .boxed())
+            })
+            .one_way(NOTE, |_request| async move {});
+        let server = bind(&ca, 1, Some(router));
+        let caller = bind(&ca, 2, None);
+        let to = NodeId::new(1);
+        caller.add_peer(to, server.local_addr());
+        let work = async {
+            for _ in 0..20 {
+                let reply = caller.request(to, ECHO, Bytes::from_static(b"x")).await;
+                assert_eq!(reply.expect("echo"), Bytes::from_static(b"x"));
+                let items: Vec<_> = caller
+                    .request_stream(to, ITEMS, Bytes::new())
+                    .await
+                    .expect("stream")
+                    .collect()
+                    .await;
+                assert_eq!(items.len(), 2);
+                caller
+                    .send_one_way(to, NOTE, Bytes::from_static(b"n"))
+                    .await
+                    .expect("one-way");
+            }
+            // Let the last frames arrive.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        tokio::time::timeout(Duration::from_secs(20), work)
+            .await
+            .expect("bounded");
+        let conn = caller
+            .inner
+            .pool
+            .slot(Dest::Node(to))
+            .live()
+            .expect("a pooled connection");
+        let stats = conn.stats();
+        assert_eq!(
+            stats.frame_tx.stop_sending, 0,
+            "the caller stopped a stream"
+        );
+        assert_eq!(
+            stats.frame_rx.stop_sending, 0,
+            "the server stopped a stream"
+        );
+        assert!(stats.frame_tx.stream >= 60, "{:?}", stats.frame_tx);
+        caller.shutdown().await;
+        server.shutdown().await;
+    }
+}
