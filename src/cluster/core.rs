@@ -16,7 +16,7 @@ use openraft::rt::watch::WatchReceiver as _;
 use prost::Message as _;
 use shoal_raft::{ClusterState, Command, CommitWaiters, Raft, RaftService, Rejected, Response};
 use shoal_storage::{CommitOutcome, Epoch, ShardId, WriteBatch};
-use shoal_transport::{Endpoint, Kind, NodeId};
+use shoal_transport::{Endpoint, Kind, NodeId, RemoteError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -452,30 +452,42 @@ impl Core {
     /// leader). `from` answers its caller once the entry applied on it too,
     /// so it gets the new commit index as soon as the entry commits, not
     /// with the next entries.
-    pub(crate) async fn propose_here(&self, from: u64, batch: WriteBatch) -> ProposeReply {
+    ///
+    /// Answers `not_leader` only when the batch was not proposed (this node
+    /// does not lead), so that `from` may propose it again elsewhere; any
+    /// other failure — the proposal may have been appended, or even
+    /// committed — is an error, which `from` reports with the outcome
+    /// unknown, as [`Core::propose`] does for a local proposal.
+    pub(crate) async fn propose_here(
+        &self,
+        from: u64,
+        batch: WriteBatch,
+    ) -> Result<ProposeReply, RemoteError> {
         let _waits = self.commit_waiters.wait_on(from);
         match self.raft.client_write(Command::Batch(batch)).await {
             Ok(written) => match codec::encode(&written.data, "raft response") {
-                Ok(response) => ProposeReply {
+                Ok(response) => Ok(ProposeReply {
                     index: written.log_id.index,
                     response,
                     not_leader: false,
-                },
+                }),
                 Err(error) => {
                     tracing::error!(%error, "cannot encode a raft response");
-                    ProposeReply {
-                        not_leader: true,
-                        ..ProposeReply::default()
-                    }
+                    Err(RemoteError::application(format!(
+                        "the write committed at index {}, but its answer could not be \
+                         encoded: {error}",
+                        written.log_id.index
+                    )))
                 }
             },
-            Err(error) => {
-                tracing::debug!(%error, "forwarded proposal refused");
-                ProposeReply {
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                tracing::debug!("forwarded proposal refused: not the leader");
+                Ok(ProposeReply {
                     not_leader: true,
                     ..ProposeReply::default()
-                }
+                })
             }
+            Err(error) => Err(RemoteError::application(format!("raft: {error}"))),
         }
     }
 

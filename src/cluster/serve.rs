@@ -226,7 +226,7 @@ pub(crate) fn register(router: Router, slot: Arc<Slot>) -> Router {
                 let batch = WriteBatch::decode(request.payload)
                     .map_err(|e| RemoteError::application(format!("malformed batch: {e}")))?;
                 Ok(Bytes::from(
-                    core.propose_here(from, batch).await.encode_to_vec(),
+                    core.propose_here(from, batch).await?.encode_to_vec(),
                 ))
             }
         })
