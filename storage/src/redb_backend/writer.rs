@@ -352,7 +352,7 @@ impl Writer {
 
     /// Makes every non-durable commit durable: an empty transaction with
     /// immediate durability (redb persists everything committed before it).
-    fn sync(&mut self) -> Result<()> {
+    fn sync(&self) -> Result<()> {
         let mut txns = self.transactions();
         if txns.pending.since.is_none() {
             return Ok(());
@@ -365,7 +365,7 @@ impl Writer {
     }
 
     /// [`sync`](Self::sync), logging a failure (retried at the next deadline).
-    fn sync_or_log(&mut self) {
+    fn sync_or_log(&self) {
         if let Err(error) = self.sync() {
             tracing::error!(%error, "making deferred commits durable failed");
             // Try again a bound later, not in a busy loop.
@@ -394,7 +394,7 @@ impl Writer {
 
     /// Commits a group (durably, so every deferred commit before it becomes
     /// durable too) and answers its waiters; empties `commits`.
-    fn commit_group(&mut self, commits: &mut Vec<(WriteBatch, Waiter)>) {
+    fn commit_group(&self, commits: &mut Vec<(WriteBatch, Waiter)>) {
         let batches: Vec<&WriteBatch> = commits.iter().map(|(batch, _)| batch).collect();
         let results = match self.apply_in_one_transaction(&batches) {
             Ok(results) => results,
@@ -428,7 +428,7 @@ impl Writer {
     /// A panic inside the engine (a damaged file can cause one) fails the
     /// group instead of killing the writer and stranding every waiter.
     fn apply_in_one_transaction(
-        &mut self,
+        &self,
         batches: &[&WriteBatch],
     ) -> Result<Vec<Result<CommitOutcome>>> {
         let durable = crate::Durability::Immediate;
@@ -515,7 +515,7 @@ pub(crate) fn commit_deferred_here<T>(
     closed: &std::sync::atomic::AtomicBool,
     work: impl FnOnce(&mut WriteKv<'_>) -> Result<T>,
 ) -> Option<(Result<T>, bool)> {
-    let mut pending = match pending.try_lock() {
+    let pending = match pending.try_lock() {
         Ok(pending) => pending,
         Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
         Err(std::sync::TryLockError::WouldBlock) => return None,
@@ -529,10 +529,11 @@ pub(crate) fn commit_deferred_here<T>(
         return None;
     }
     let first = pending.since.is_none();
-    let result = guarded_write_transaction(db, "applying a commit group", Durability::None, work);
-    if result.is_ok() {
-        pending.committed(Durability::None);
-    }
+    let result = Transactions { db, pending }.write(
+        "applying a commit group",
+        crate::Durability::Deferred,
+        work,
+    );
     let woken = first && result.is_ok();
     Some((result, woken))
 }
