@@ -278,25 +278,17 @@ where
                     Some(request) => {
                         // Carries the held one's commit, or a later one.
                         self.held = None;
-                        let (future, whole) = send(request);
-                        self.in_flight.push_back(future);
-                        self.open = whole;
+                        self.dispatch(request, &mut send);
                     }
                     None => {
                         self.open = false;
-                        if let Some((request, _)) = self.held.take() {
-                            self.in_flight.push_back(send(request).0);
-                        }
+                        self.dispatch_held(&mut send);
                     }
                 },
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()),
                     if due.is_some() && self.in_flight.len() < limit =>
                 {
-                    if let Some((request, _)) = self.held.take() {
-                        let (future, whole) = send(request);
-                        self.in_flight.push_back(future);
-                        self.open &= whole;
-                    }
+                    self.dispatch_held(&mut send);
                 }
                 result = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     let result = result?;
@@ -309,6 +301,29 @@ where
                 }
                 else => return None,
             }
+        }
+    }
+}
+
+impl<S> Pipe<S> {
+    /// Sends `request`; one cut short closes the pipe after it.
+    fn dispatch(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        send: &mut impl FnMut(AppendEntriesRequest<TypeConfig>) -> (AppendFuture, bool),
+    ) {
+        let (future, whole) = send(request);
+        self.in_flight.push_back(future);
+        self.open &= whole;
+    }
+
+    /// Sends the held commit-only request, if any.
+    fn dispatch_held(
+        &mut self,
+        send: &mut impl FnMut(AppendEntriesRequest<TypeConfig>) -> (AppendFuture, bool),
+    ) {
+        if let Some((request, _)) = self.held.take() {
+            self.dispatch(request, send);
         }
     }
 }
@@ -603,42 +618,52 @@ mod tests {
             }
         }
 
+        /// A pipe whose first request (one entry after index 0) was sent
+        /// and answered.
+        async fn started(may_hold: bool) -> Self {
+            let fed = Fed::new(may_hold);
+            fed.put(appending(0, 1)).await;
+            fed
+        }
+
         fn feed(&self, request: AppendEntriesRequest<TypeConfig>) {
             self.input.unbounded_send(request).expect("pipe running");
+        }
+
+        /// Feeds `request` and lets the pipe act on it.
+        async fn put(&self, request: AppendEntriesRequest<TypeConfig>) {
+            self.feed(request);
+            settle().await;
         }
 
         fn sent(&self) -> Vec<(u64, usize)> {
             lock(&self.sent).clone()
         }
 
-        /// Ends the input; the number of responses the pipe yielded.
-        async fn finish(self) -> usize {
+        /// Ends the input: the number of responses the pipe yielded, and
+        /// everything it sent.
+        async fn finish(self) -> (usize, Vec<(u64, usize)>) {
             self.input.close_channel();
-            self.driver.await.expect("driver")
+            let responses = self.driver.await.expect("driver");
+            (responses, lock(&self.sent).clone())
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_commit_only_request_is_replaced_by_the_next_entries() {
-        let fed = Fed::new(true);
-        fed.feed(appending(0, 1));
-        settle().await;
+        let fed = Fed::started(true).await;
         // A commit-only request (held), then new entries from the same
         // position: only those go.
-        fed.feed(appending(1, 0));
-        settle().await;
+        fed.put(appending(1, 0)).await;
         assert_eq!(fed.sent(), vec![(0, 1)]);
-        fed.feed(appending(1, 2));
-        settle().await;
+        fed.put(appending(1, 2)).await;
         assert_eq!(fed.sent(), vec![(0, 1), (1, 2)]);
-        assert_eq!(fed.finish().await, 2);
+        assert_eq!(fed.finish().await.0, 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_held_request_goes_when_its_hold_is_up_or_the_stream_ends() {
-        let fed = Fed::new(true);
-        fed.feed(appending(0, 1));
-        settle().await;
+        let fed = Fed::started(true).await;
         fed.feed(appending(1, 0));
         tokio::time::sleep(COMMIT_HOLD_MAX / 2).await;
         // A second one keeps the first one's deadline.
@@ -649,29 +674,25 @@ mod tests {
         assert_eq!(fed.sent(), vec![(0, 1), (1, 0)]);
         // Held when the stream ends (at once): it goes before the end.
         fed.feed(appending(1, 0));
-        let sent = fed.sent.clone();
-        assert_eq!(fed.finish().await, 3);
-        assert_eq!(lock(&sent).clone(), vec![(0, 1), (1, 0), (1, 0)]);
+        let (responses, sent) = fed.finish().await;
+        assert_eq!(responses, 3);
+        assert_eq!(sent, vec![(0, 1), (1, 0), (1, 0)]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn commit_only_requests_go_at_once_to_a_follower_waited_on() {
-        let fed = Fed::new(false);
-        fed.feed(appending(0, 1));
-        settle().await;
-        fed.feed(appending(1, 0));
-        settle().await;
+        let fed = Fed::started(false).await;
+        fed.put(appending(1, 0)).await;
         assert_eq!(fed.sent(), vec![(0, 1), (1, 0)]);
-        assert_eq!(fed.finish().await, 2);
+        assert_eq!(fed.finish().await.0, 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_first_request_is_never_held() {
         let fed = Fed::new(true);
-        fed.feed(appending(0, 0));
-        settle().await;
+        fed.put(appending(0, 0)).await;
         assert_eq!(fed.sent(), vec![(0, 0)]);
-        assert_eq!(fed.finish().await, 1);
+        assert_eq!(fed.finish().await.0, 1);
     }
 
     #[test]
