@@ -227,8 +227,8 @@ pub(crate) struct Pipe<S> {
     /// the follower to apply it.
     may_hold: Box<dyn Fn() -> bool + Send + Sync>,
     /// The commit-only request held back, and when it must go at the
-    /// latest.
-    held: Option<(AppendEntriesRequest<TypeConfig>, Instant)>,
+    /// latest (on tokio's clock, which its timer runs on).
+    held: Option<(AppendEntriesRequest<TypeConfig>, tokio::time::Instant)>,
 }
 
 impl<S> Pipe<S>
@@ -272,7 +272,8 @@ where
                     Some(request) if self.started && request.entries.is_empty() && (self.may_hold)() => {
                         // Replaces a held one (same position, same or later
                         // commit), keeping its deadline.
-                        let due = due.unwrap_or_else(|| Instant::now() + COMMIT_HOLD_MAX);
+                        let due =
+                            due.unwrap_or_else(|| tokio::time::Instant::now() + COMMIT_HOLD_MAX);
                         self.held = Some((request, due));
                     }
                     Some(request) => {
@@ -285,7 +286,7 @@ where
                         self.dispatch_held(&mut send);
                     }
                 },
-                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()),
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
                     if due.is_some() && self.in_flight.len() < limit =>
                 {
                     self.dispatch_held(&mut send);
@@ -663,18 +664,27 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_held_request_goes_when_its_hold_is_up_or_the_stream_ends() {
+        // The clock is paused and moved by hand: a sleep would round up to
+        // the timer's millisecond.
+        let wait = |by| async move {
+            tokio::time::advance(by).await;
+            settle().await;
+        };
         let fed = Fed::started(true).await;
-        fed.feed(appending(1, 0));
-        tokio::time::sleep(COMMIT_HOLD_MAX / 2).await;
+        fed.put(appending(1, 0)).await;
+        wait(COMMIT_HOLD_MAX / 2).await;
         // A second one keeps the first one's deadline.
-        fed.feed(appending(1, 0));
-        tokio::time::sleep(COMMIT_HOLD_MAX / 4).await;
+        fed.put(appending(1, 0)).await;
+        wait(COMMIT_HOLD_MAX / 4).await;
         assert_eq!(fed.sent(), vec![(0, 1)]);
-        tokio::time::sleep(COMMIT_HOLD_MAX / 2).await;
+        wait(COMMIT_HOLD_MAX / 2).await;
         assert_eq!(fed.sent(), vec![(0, 1), (1, 0)]);
-        // Held when the stream ends (at once): it goes before the end.
+        // Held when the stream ends (at once): it goes then, not when its
+        // hold is up (the clock is paused: only waits move it).
         fed.feed(appending(1, 0));
+        let ending = tokio::time::Instant::now();
         let (responses, sent) = fed.finish().await;
+        assert!(ending.elapsed() < COMMIT_HOLD_MAX, "{:?}", ending.elapsed());
         assert_eq!(responses, 3);
         assert_eq!(sent, vec![(0, 1), (1, 0), (1, 0)]);
     }
