@@ -473,11 +473,7 @@ impl Inner {
             if !appends.is_empty() {
                 loaded = appends.len() > 1;
                 let started = Instant::now();
-                let hint = if hinted.elapsed() >= COMMITTED_HINT_INTERVAL {
-                    committed.take()
-                } else {
-                    None
-                };
+                let hint = committed.take_if(|_| hinted.elapsed() >= COMMITTED_HINT_INTERVAL);
                 if hint.is_some() {
                     hinted = started;
                 }
